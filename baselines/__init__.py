@@ -1,0 +1,1 @@
+"""Baseline methods, one file each; importing this package registers them."""

@@ -1,0 +1,70 @@
+"""The public library API: ``list_methods`` and ``load_method``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+from .method import Method
+from .registry import MethodSpec, get_method_spec, method_specs
+from .weights import resolve_official, sha256_file
+
+WEIGHT_KINDS = ("official", "random")
+
+
+def list_methods() -> list[str]:
+    """Names of every registered method, sorted."""
+    return sorted(method_specs())
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} requested but MPS is not available here; use --device cpu")
+    return dev
+
+
+def build(spec: MethodSpec, seed: int = 0) -> Method:
+    """The method's exact architecture, with weights from torch's default init under ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = spec.factory()
+    model.spec = spec
+    return model
+
+
+def load_method(
+    name: str,
+    weights: str = "official",
+    weights_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> Method:
+    """Build method ``name`` and load its weights.
+
+    ``weights``: ``"official"`` reads the official files under their official names from ``weights_dir``
+    (or the cache filled by ``sanet-bench weights pull/import``); ``"random"`` keeps the exact
+    architecture with seeded random weights (for latency and memory work; never for quality numbers).
+    """
+    spec = get_method_spec(name)
+    if weights not in spec.weights_kinds:
+        raise ConfigError(
+            f"{spec.name}: unknown weights {weights!r}; choose one of {', '.join(spec.weights_kinds)}"
+        )
+    dev = resolve_device(device)
+    model = build(spec, seed)
+    info: dict[str, Any] = {"source": weights}
+    if weights == "official":
+        paths = resolve_official(spec, weights_dir)
+        model.load_official(paths)
+        info["files"] = {n: sha256_file(p) for n, p in sorted(paths.items())}
+        info["dir"] = str(next(iter(paths.values())).parent) if paths else None
+    elif weights == "random":
+        info["seed"] = seed
+    model.weights_info = info
+    return model.to(dev).eval()

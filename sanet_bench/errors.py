@@ -1,0 +1,41 @@
+"""User-facing errors.
+
+Every error a user can cause (bad input file, wrong checkpoint, bad config, missing weights, checksum
+mismatch, out of memory) is a :class:`SanetBenchError`. Its message is one line naming the file, the
+problem and the fix; the CLI prints it and exits with status 2. Inside a grid run it becomes a failure row.
+"""
+
+from __future__ import annotations
+
+
+class SanetBenchError(Exception):
+    """Base class of errors caused by input, configuration or environment (not bugs)."""
+
+    exit_code = 2
+
+    def __str__(self) -> str:  # always one line
+        return " ".join(str(self.args[0] if self.args else "").split())
+
+
+class ConfigError(SanetBenchError):
+    """A config file, preset or option is invalid."""
+
+
+class ImageError(SanetBenchError):
+    """An image cannot be read or has an unusable size."""
+
+
+class WeightsError(SanetBenchError):
+    """A checkpoint is missing, corrupt or does not match the expected layout."""
+
+
+class DownloadError(SanetBenchError):
+    """A download failed (HTTP status, unreachable host, checksum mismatch, disk full)."""
+
+
+class OfflineError(DownloadError):
+    """A download was needed but the network is disabled (--offline / SANET_BENCH_OFFLINE=1)."""
+
+
+class UnknownNameError(SanetBenchError):
+    """An unknown method, metric, grid or preset name."""

@@ -1,0 +1,94 @@
+"""The Method contract shared by every style-transfer method.
+
+``Method.stylize(content, style, alpha=None, **options)`` takes float tensors [N,3,H,W], RGB in [0,1]
+(style [N or 1,3,H',W']) and returns the model's un-clamped output [N,3,H,W] in the same scale. The output
+is cropped to the content size where a method's decoder rounds sizes up (sizes not a multiple of 8/16).
+
+Stages: a method wraps its encode / transform / decode work in ``with self.stage(name):`` so the profiler
+can time them; with no profiler attached the context manager costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ContextManager
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ConfigError, ImageError
+from .registry import MethodSpec
+
+
+class Method(nn.Module):
+    spec: MethodSpec  # set by load_method
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights_info: dict[str, Any] = {"source": "unloaded"}
+        self.stage_hook: Callable[[str], ContextManager[Any]] | None = None
+
+    # -- to implement ---------------------------------------------------------------------------------
+    def load_official(self, paths: dict[str, Path]) -> None:
+        """Load the official files (``{official file name: path}``) strictly."""
+        raise NotImplementedError
+
+    def _stylize(self, content: Tensor, style: Tensor, alpha: float, **options: Any) -> Tensor:
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.stage_hook is None:
+            yield
+        else:
+            with self.stage_hook(name):
+                yield
+
+    def stylize(self, content: Tensor, style: Tensor, alpha: float | None = None, **options: Any) -> Tensor:
+        spec = self.spec
+        alpha = spec.default_alpha if alpha is None else float(alpha)
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"alpha={alpha} is outside [0, 1]; pass a value between 0 and 1")
+        known = {o.name for o in spec.options}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(
+                f"{spec.name} has no option {', '.join(unknown)}; supported: {', '.join(sorted(known)) or 'none'}"
+            )
+        opts = {o.name: o.default for o in spec.options}
+        opts.update(options)
+        content = _check_image(content, "content", spec.min_size)
+        style = _check_image(style, "style", 16)
+        if style.shape[0] not in (1, content.shape[0]):
+            raise ImageError(f"style batch {style.shape[0]} must be 1 or match the content batch {content.shape[0]}")
+        dev = self.device
+        content, style = content.to(dev), style.to(dev)
+        if style.shape[0] != content.shape[0]:
+            style = style.expand(content.shape[0], -1, -1, -1)
+        with torch.no_grad():
+            out = self._stylize(content, style, alpha, **opts)
+        return out[..., : content.shape[-2], : content.shape[-1]]
+
+
+def _check_image(x: Tensor, what: str, min_size: int) -> Tensor:
+    if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 3:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ImageError(f"{what} must be a float tensor [N,3,H,W] in [0,1]; got {shape}")
+    if not x.is_floating_point():
+        raise ImageError(f"{what} has dtype {x.dtype}; convert it to float in [0,1] (sanet_bench.images.load_image does)")
+    if min(x.shape[-2:]) < min_size:
+        raise ImageError(
+            f"{what} is {x.shape[-1]}x{x.shape[-2]} px; this method needs at least {min_size} px per side, resize it"
+        )
+    return x

@@ -1,0 +1,1 @@
+"""Shared network building blocks: the normalised VGG19, the relu4_1 decoder, feature statistics."""

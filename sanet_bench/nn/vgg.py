@@ -1,0 +1,82 @@
+"""The normalised VGG19 encoder and the matching relu4_1 decoder.
+
+``vgg_normalised.pth`` (Gatys et al.'s normalised VGG19, Torch7 -> PyTorch by naoto0804/pytorch-AdaIN) is a
+53-module ``nn.Sequential``. Module 0 is a 1x1 conv that maps RGB in [0,1] to BGR*255 minus the ImageNet
+mean, so the encoder takes RGB in [0,1]. Convolutions are reflection-padded; max-pooling is 2x2/2 with
+``ceil_mode=True`` as in Torch7 (floor mode changes outputs by 30-45 % on odd feature sizes).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+# Slices of the 53-module Sequential ending at each relu{k}_1 (GlebSBrykin/SANET Eval.py enc_1..enc_5).
+SLICES = ((0, 4), (4, 11), (11, 18), (18, 31), (31, 44))
+# Conv module indices, in order, and their channel plan.
+VGG_CONVS = (0, 2, 5, 9, 12, 16, 19, 22, 25, 29, 32, 35, 38, 42, 45, 48, 51)
+
+
+def _conv_block(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3), nn.ReLU()]
+
+
+def vgg_normalised() -> nn.Sequential:
+    """The 53-module layout of ``vgg_normalised.pth`` (keys ``{0,2,5,...,51}.{weight,bias}``)."""
+
+    def pool() -> nn.Module:
+        return nn.MaxPool2d(2, 2, 0, ceil_mode=True)
+
+    layers: list[nn.Module] = [nn.Conv2d(3, 3, 1)]
+    layers += _conv_block(3, 64) + _conv_block(64, 64) + [pool()]
+    layers += _conv_block(64, 128) + _conv_block(128, 128) + [pool()]
+    layers += _conv_block(128, 256) + _conv_block(256, 256) + _conv_block(256, 256) + _conv_block(256, 256)
+    layers += [pool()]
+    layers += _conv_block(256, 512) + _conv_block(512, 512) + _conv_block(512, 512) + _conv_block(512, 512)
+    layers += [pool()]
+    layers += _conv_block(512, 512) + _conv_block(512, 512) + _conv_block(512, 512) + _conv_block(512, 512)
+    seq = nn.Sequential(*layers)
+    assert len(seq) == 53
+    return seq
+
+
+def decoder() -> nn.Sequential:
+    """The 29-module relu4_1 -> RGB decoder of AdaIN and SANet (keys ``{1,5,8,11,14,18,21,25,28}``).
+
+    The last conv has no ReLU; three nearest x2 upsamplings mirror the encoder's pools.
+    """
+    up = nn.Upsample(scale_factor=2, mode="nearest")
+    layers: list[nn.Module] = _conv_block(512, 256) + [up]
+    layers += _conv_block(256, 256) + _conv_block(256, 256) + _conv_block(256, 256) + _conv_block(256, 128)
+    layers += [nn.Upsample(scale_factor=2, mode="nearest")]
+    layers += _conv_block(128, 128) + _conv_block(128, 64) + [nn.Upsample(scale_factor=2, mode="nearest")]
+    layers += _conv_block(64, 64) + [nn.ReflectionPad2d(1), nn.Conv2d(64, 3, 3)]
+    seq = nn.Sequential(*layers)
+    assert len(seq) == 29
+    return seq
+
+
+class VGGEncoder(nn.Module):
+    """Slices of a normalised VGG19 returning the features at relu1_1 .. ``upto``.
+
+    ``vgg`` keeps its official module indices, so ``encoder.vgg.load_state_dict(official_state)`` works.
+    """
+
+    def __init__(self, vgg: nn.Sequential | None = None, upto: str = "relu5_1"):
+        super().__init__()
+        self.depth = LAYERS.index(upto) + 1
+        self.vgg = vgg if vgg is not None else vgg_normalised()
+        for p in self.vgg.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: Tensor, depth: int | None = None) -> list[Tensor]:
+        feats = []
+        h = x
+        for a, b in SLICES[: depth or self.depth]:
+            for i in range(a, b):
+                h = self.vgg[i](h)
+            feats.append(h)
+        return feats
+
+    def last(self, x: Tensor, depth: int | None = None) -> Tensor:
+        return self.forward(x, depth)[-1]

@@ -1,0 +1,137 @@
+"""Method and metric registries, in the style of timm's ``default_cfgs`` and pyiqa's model configs.
+
+Each method registers itself with :func:`register_method`, giving a :class:`MethodSpec` whose metadata is
+plain data: citation, reference implementation, official weight files (name, key layout, where they are
+published, sha256 when known), default alpha and supported options. Metrics register a
+:class:`MetricSpec` through :func:`register_metric`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a file is published. ``kind`` selects the download protocol."""
+
+    url: str
+    kind: str = "http"  # "http" (plain/GitHub release asset), "gdrive", "yandex"
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One official checkpoint file, under its official name."""
+
+    name: str
+    sources: tuple[Source, ...] = ()
+    sha256: str | None = None  # None: not published; `weights import` records what it sees
+    size: int | None = None
+    layout: str = ""  # short human description of the key layout
+    license: str = ""
+    optional: bool = False  # e.g. alternative formats (.t7) that are not needed when the .pth exists
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: Any
+    help: str
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    title: str
+    citation: str
+    reference: str  # the implementation this one matches, repo@commit
+    factory: Callable[..., Any]  # factory(device) -> Method with the architecture built (untrained)
+    files: tuple[WeightFile, ...] = ()
+    default_alpha: float = 1.0
+    options: tuple[Option, ...] = ()
+    stages: tuple[str, ...] = ("encode", "transform", "decode")
+    input_convention: str = "RGB float [0,1], NCHW"
+    min_size: int = 64
+    notes: str = ""
+    weights_kinds: tuple[str, ...] = ("official", "random")
+
+    def file(self, name: str) -> WeightFile:
+        for f in self.files:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def sources_line(self) -> str:
+        return "; ".join(f"{f.name}: {f.sources[0].url if f.sources else 'no public source'}" for f in self.files)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    fn: Callable[..., Any]
+    compares: str  # "output-content" or "output-style"
+    higher_is_better: bool
+    input_range: str
+    convention: str  # layers, normalisation, reduction
+    needs: tuple[str, ...] = field(default_factory=tuple)  # network weights it needs
+
+
+_METHODS: dict[str, MethodSpec] = {}
+_METRICS: dict[str, MetricSpec] = {}
+
+# Modules whose import registers methods / metrics. Imported lazily so `import sanet_bench` stays cheap.
+_METHOD_MODULES = (
+    "sanet_bench.sanet",
+    "baselines",
+)
+_METRIC_MODULES = ("sanet_bench.metrics",)
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    if spec.name in _METHODS and _METHODS[spec.name] is not spec:
+        raise ValueError(f"method {spec.name!r} registered twice")
+    _METHODS[spec.name] = spec
+    return spec
+
+
+def register_metric(spec: MetricSpec) -> MetricSpec:
+    if spec.name in _METRICS and _METRICS[spec.name] is not spec:
+        raise ValueError(f"metric {spec.name!r} registered twice")
+    _METRICS[spec.name] = spec
+    return spec
+
+
+def _import_all(modules: tuple[str, ...]) -> None:
+    for mod in modules:
+        importlib.import_module(mod)
+
+
+def method_specs() -> dict[str, MethodSpec]:
+    _import_all(_METHOD_MODULES)
+    return dict(_METHODS)
+
+
+def get_method_spec(name: str) -> MethodSpec:
+    specs = method_specs()
+    key = name.lower().replace("_", "-")
+    if key not in specs:
+        raise UnknownNameError(f"unknown method {name!r}; available: {', '.join(sorted(specs))}")
+    return specs[key]
+
+
+def metric_specs() -> dict[str, MetricSpec]:
+    _import_all(_METRIC_MODULES)
+    return dict(_METRICS)
+
+
+def get_metric_spec(name: str) -> MetricSpec:
+    specs = metric_specs()
+    if name not in specs:
+        raise UnknownNameError(f"unknown metric {name!r}; available: {', '.join(sorted(specs))}")
+    return specs[name]

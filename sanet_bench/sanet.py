@@ -1,0 +1,196 @@
+"""SANet: Arbitrary Style Transfer with Style-Attentional Networks (Park & Lee, CVPR 2019).
+
+Matches GlebSBrykin/SANET@2dfec14 (the implementation the authors point to; they released none):
+
+* SANet block (paper Eq. 2-3): ``F = f(mvn(c))``, ``G = g(mvn(s))``, ``H = h(s)``,
+  ``O = out_conv(H softmax(F^T G)^T) + c`` — softmax over style positions, no 1/sqrt(C) scaling.
+* Transform: ``merge_conv(reflect_pad1(SANet4_1(c4, s4) + up2(SANet5_1(c5, s5))))`` (paper Fig. 2).
+* Training objective (Eq. 4-8): ``L = lambda_c L_c + lambda_s L_s + lambda_id1 L_id1 + lambda_id2 L_id2``
+  with the authors' corrected weights 1, 3, 50, 1 (Train.ipynb ``Net.forward``).
+
+Differences from the reference, none of which change its outputs where it runs:
+
+* Attention is computed in query chunks with ``scaled_dot_product_attention(scale=1)``: the full
+  [HWc x HWs] matrix is never materialised, so peak memory grows linearly with the content pixels.
+* Odd relu4_1 sizes (e.g. a 72 px input): the reference crashes because ``up2(relu5_1)`` is one row/column
+  larger than relu4_1 (ceil-mode pooling). We crop ``up2(relu5_1)`` to relu4_1's size, which keeps the
+  ceil-mode alignment (relu5_1 cell j covers relu4_1 cells 2j, 2j+1); even sizes are untouched, so they
+  stay bit-identical to the reference.
+* ``alpha < 1`` (not in the reference): the transformed relu4_1 features are interpolated with the
+  content's relu4_1 features before decoding, ``alpha * T(c, s) + (1 - alpha) * c4``, as AdaIN does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .method import Method
+from .nn.stats import calc_mean_std, mean_variance_norm
+from .nn.vgg import VGGEncoder, decoder, vgg_normalised
+from .registry import MethodSpec, Source, WeightFile, register_method
+from .weights import load_file_into
+
+# Elements of one attention chunk (queries x style positions): 2**24 floats = 64 MiB in float32.
+ATTENTION_CHUNK_ELEMENTS = 1 << 24
+
+
+def attention(f: Tensor, g: Tensor, h: Tensor, chunk_elements: int = ATTENTION_CHUNK_ELEMENTS) -> Tensor:
+    """``h softmax(f^T g)^T`` for f [N,C,Lc], g [N,C,Ls], h [N,C,Ls] -> [N,C,Lc], in query chunks."""
+    q = f.transpose(1, 2).unsqueeze(1)  # [N,1,Lc,C]
+    k = g.transpose(1, 2).unsqueeze(1)  # [N,1,Ls,C]
+    v = h.transpose(1, 2).unsqueeze(1)  # [N,1,Ls,C]
+    step = max(1, chunk_elements // max(1, k.shape[2]))
+    outs = [
+        F.scaled_dot_product_attention(q[:, :, i : i + step], k, v, scale=1.0) for i in range(0, q.shape[2], step)
+    ]
+    return torch.cat(outs, dim=2).squeeze(1).transpose(1, 2)
+
+
+class SANetBlock(nn.Module):
+    def __init__(self, channels: int = 512):
+        super().__init__()
+        self.f = nn.Conv2d(channels, channels, 1)
+        self.g = nn.Conv2d(channels, channels, 1)
+        self.h = nn.Conv2d(channels, channels, 1)
+        self.out_conv = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, content: Tensor, style: Tensor) -> Tensor:
+        n, c, hh, ww = content.shape
+        f = self.f(mean_variance_norm(content)).flatten(2)
+        g = self.g(mean_variance_norm(style)).flatten(2)
+        h = self.h(style).flatten(2)
+        o = attention(f, g, h).reshape(n, c, hh, ww)
+        return self.out_conv(o) + content
+
+
+class Transform(nn.Module):
+    """Keys ``sanet4_1.*``, ``sanet5_1.*``, ``merge_conv.*`` of ``transformer_iter_500000.pth``."""
+
+    def __init__(self, channels: int = 512):
+        super().__init__()
+        self.sanet4_1 = SANetBlock(channels)
+        self.sanet5_1 = SANetBlock(channels)
+        self.merge_conv = nn.Conv2d(channels, channels, 3)
+
+    def forward(self, c4: Tensor, s4: Tensor, c5: Tensor, s5: Tensor) -> Tensor:
+        up5 = F.interpolate(self.sanet5_1(c5, s5), scale_factor=2, mode="nearest")
+        up5 = up5[..., : c4.shape[-2], : c4.shape[-1]]  # odd relu4_1 sides; no-op for even ones
+        return self.merge_conv(F.pad(self.sanet4_1(c4, s4) + up5, (1, 1, 1, 1), mode="reflect"))
+
+
+class SANet(Method):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = VGGEncoder(vgg_normalised(), upto="relu5_1")
+        self.transform = Transform(512)
+        self.decoder = decoder()
+
+    def load_official(self, paths: dict[str, Path]) -> None:
+        load_file_into(self.encoder.vgg, paths["vgg_normalised.pth"], self.spec, "vgg_normalised.pth")
+        load_file_into(self.decoder, paths["decoder_iter_500000.pth"], self.spec, "decoder_iter_500000.pth")
+        load_file_into(
+            self.transform, paths["transformer_iter_500000.pth"], self.spec, "transformer_iter_500000.pth"
+        )
+
+    def _stylize(self, content: Tensor, style: Tensor, alpha: float) -> Tensor:
+        with self.stage("encode"):
+            c4, c5 = self.encoder(content)[3:]
+            s4, s5 = self.encoder(style)[3:]
+        with self.stage("transform"):
+            t = self.transform(c4, s4, c5, s5)
+            if alpha < 1.0:
+                t = alpha * t + (1.0 - alpha) * c4
+        with self.stage("decode"):
+            return self.decoder(t)
+
+
+def _mse(a: Tensor, b: Tensor) -> Tensor:
+    return F.mse_loss(a, b)
+
+
+def _style_term(a: Tensor, b: Tensor) -> Tensor:
+    am, asd = calc_mean_std(a)
+    bm, bsd = calc_mean_std(b)
+    return _mse(am, bm) + _mse(asd, bsd)
+
+
+LAMBDAS = {"lambda_c": 1.0, "lambda_s": 3.0, "lambda_id1": 50.0, "lambda_id2": 1.0}
+
+
+def sanet_losses(
+    encoder: VGGEncoder, transform: Transform, dec: nn.Module, content: Tensor, style: Tensor
+) -> dict[str, Tensor]:
+    """The unweighted SANet training losses (Train.ipynb ``Net.forward``; paper Eq. 5-8).
+
+    * ``loss_c``: MSE of mean-variance-normalised relu4_1 and relu5_1 features, output vs content.
+    * ``loss_s``: sum over relu1_1..relu5_1 of MSE(mean) + MSE(std), output vs style.
+    * ``l_identity1``: MSE(Icc, c) + MSE(Iss, s) in pixels, with ``Icc = dec(T(c, c))``, ``Iss = dec(T(s, s))``.
+    * ``l_identity2``: the same pairs compared in all five feature layers.
+
+    Content and style must have the same size (the identity loss compares ``Iss`` with the style).
+    """
+    with torch.no_grad():
+        cf = encoder(content)
+        sf = encoder(style)
+    g = dec(transform(cf[3], sf[3], cf[4], sf[4]))
+    gf = encoder(g)
+    loss_c = _mse(mean_variance_norm(gf[3]), mean_variance_norm(cf[3])) + _mse(
+        mean_variance_norm(gf[4]), mean_variance_norm(cf[4])
+    )
+    loss_s = sum(_style_term(gf[i], sf[i]) for i in range(5))
+    icc = dec(transform(cf[3], cf[3], cf[4], cf[4]))
+    iss = dec(transform(sf[3], sf[3], sf[4], sf[4]))
+    l_id1 = _mse(icc, content) + _mse(iss, style)
+    fcc, fss = encoder(icc), encoder(iss)
+    l_id2 = sum(_mse(fcc[i], cf[i]) + _mse(fss[i], sf[i]) for i in range(5))
+    return {"loss_c": loss_c, "loss_s": loss_s, "l_identity1": l_id1, "l_identity2": l_id2}
+
+
+def weighted_total(losses: dict[str, Tensor], lambdas: dict[str, float] | None = None) -> Tensor:
+    lam = {**LAMBDAS, **(lambdas or {})}
+    return (
+        lam["lambda_c"] * losses["loss_c"]
+        + lam["lambda_s"] * losses["loss_s"]
+        + lam["lambda_id1"] * losses["l_identity1"]
+        + lam["lambda_id2"] * losses["l_identity2"]
+    )
+
+
+_YANDEX = "https://yadi.sk/d/"  # GlebSBrykin/SANET README: "Links to weights on Yandex.Disk"
+_ADAIN_RELEASE = "https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0/"
+
+SPEC = register_method(
+    MethodSpec(
+        name="sanet",
+        title="SANet",
+        citation="Park & Lee, Arbitrary Style Transfer with Style-Attentional Networks, CVPR 2019",
+        reference="GlebSBrykin/SANET@2dfec142cf9bb4c7915a28284097fd4ea9dca251",
+        factory=SANet,
+        files=(
+            WeightFile(
+                "vgg_normalised.pth",
+                (Source(_YANDEX + "7IrysY8q8dtneQ", kind="yandex"), Source(_ADAIN_RELEASE + "vgg_normalised.pth")),
+                layout="53-module nn.Sequential, keys {0,2,5,...,51}.{weight,bias}",
+                license="normalised VGG19 (Gatys et al.), redistributed by naoto0804/pytorch-AdaIN (MIT)",
+            ),
+            WeightFile(
+                "decoder_iter_500000.pth",
+                (Source(_YANDEX + "xsZ7j6FhK1dmfQ", kind="yandex"),),
+                layout="29-module nn.Sequential, keys {1,5,8,11,14,18,21,25,28}.{weight,bias}",
+                license="GlebSBrykin/SANET (no licence stated; research use)",
+            ),
+            WeightFile(
+                "transformer_iter_500000.pth",
+                (Source(_YANDEX + "GhQe3g_iRzLKMQ", kind="yandex"),),
+                layout="Transform(512): sanet4_1.{f,g,h,out_conv}, sanet5_1.{f,g,h,out_conv}, merge_conv",
+                license="GlebSBrykin/SANET (no licence stated; research use)",
+            ),
+        ),
+        default_alpha=1.0,
+        notes="alpha<1 interpolates relu4_1 features with the content's (not in the reference)",
+    )
+)

@@ -1,0 +1,121 @@
+"""Where checkpoints come from, and loading them safely.
+
+Resolution for ``weights="official"``: an explicit ``weights_dir`` (files under their official names), else
+the cache ``$SANET_BENCH_HOME/weights/<method>/`` (default ``SANET_BENCH_HOME`` is
+``torch.hub.get_dir()/sanet_bench``, so ``TORCH_HOME`` is respected), else a one-line error naming where
+the file is published and how to get it.
+
+Checkpoints are read with ``torch.load(..., weights_only=True)`` (or safetensors): never unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .errors import WeightsError
+from .registry import MethodSpec, WeightFile
+
+
+def home() -> Path:
+    env = os.environ.get("SANET_BENCH_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(torch.hub.get_dir()) / "sanet_bench"
+
+
+def cache_dir(method: str) -> Path:
+    return home() / "weights" / method
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def where_published(f: WeightFile) -> str:
+    if not f.sources:
+        return "no public source is known"
+    return f"published at {f.sources[0].url}"
+
+
+def resolve_official(spec: MethodSpec, weights_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Paths of the method's official files, from ``weights_dir`` or the cache."""
+    base = Path(weights_dir).expanduser() if weights_dir is not None else cache_dir(spec.name)
+    paths: dict[str, Path] = {}
+    missing: list[WeightFile] = []
+    for f in spec.files:
+        p = base / f.name
+        if p.is_file():
+            paths[f.name] = p
+        elif not f.optional:
+            missing.append(f)
+    if missing:
+        where = f"weights dir {base}" if weights_dir is not None else f"the cache {base}"
+        files = "; ".join(f"{f.name} ({where_published(f)})" for f in missing)
+        raise WeightsError(
+            f"{spec.name}: official files missing in {where}: {files} — run `sanet-bench weights pull "
+            f"{spec.name}` or `sanet-bench weights import DIR`, or use weights='random' for latency work"
+        )
+    return paths
+
+
+def read_state_dict(path: str | os.PathLike, expected: str = "") -> dict[str, Tensor]:
+    """Read a flat ``{key: tensor}`` checkpoint without unpickling arbitrary objects."""
+    path = Path(path)
+    what = f" (expected {expected})" if expected else ""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such file{what}") from None
+    except Exception as e:  # corrupt file, pickle with objects, truncated zip
+        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise WeightsError(f"{path}: not a readable weights-only checkpoint ({msg}){what}") from None
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: not a flat state dict of tensors{what}")
+    return dict(state)
+
+
+def load_strict(module: nn.Module, state: Mapping[str, Tensor], path: str | os.PathLike, expected: str) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error: missing/unexpected keys or first shape mismatch."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_few(unexpected)}")
+        raise WeightsError(f"{path}: {', '.join(parts)}; expected {expected}")
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise WeightsError(
+                f"{path}: key {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}; expected {expected}"
+            )
+    module.load_state_dict({k: state[k].to(v.dtype) for k, v in own.items()}, strict=True)
+
+
+def load_file_into(module: nn.Module, path: Path, spec: MethodSpec, file_name: str) -> None:
+    expected = f"the official {spec.title} file {file_name} ({spec.file(file_name).layout})"
+    load_strict(module, read_state_dict(path, expected), path, expected)
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    shown = ", ".join(keys[:n])
+    return f"[{shown}{', ...' if len(keys) > n else ''}] ({len(keys)})"

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PARITY = FIXTURES / "parity"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Never read or write the user's cache; never touch the network by accident."""
+    monkeypatch.setenv("SANET_BENCH_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.setenv("SANET_BENCH_OFFLINE", "1")
+    torch.manual_seed(0)
+
+
+def parity_cases(method: str) -> list[Path]:
+    return sorted((PARITY / method).glob("case_*.pt"))
+
+
+def load_case(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def assert_close_rel_max(out: torch.Tensor, expected: torch.Tensor, tol: float) -> None:
+    assert out.shape == expected.shape, (out.shape, expected.shape)
+    err = (out - expected).abs().max().item()
+    scale = expected.abs().max().item()
+    assert err <= tol * scale, f"max|out-expected|={err:.3g} > {tol} * {scale:.3g} (rel {err / scale:.3g})"
+
+
+@pytest.fixture(scope="session")
+def parity_weights(tmp_path_factory):
+    """Official-named files rebuilt from each parity layout: ``parity_weights(method) -> dir``."""
+    from sanet_bench.parity import write_official
+
+    made: dict[str, Path] = {}
+
+    def get(method: str) -> Path:
+        if method not in made:
+            made[method] = tmp_path_factory.mktemp(f"parity_{method}")
+            write_official(PARITY / method, made[method])
+        return made[method]
+
+    return get
