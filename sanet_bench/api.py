@@ -68,3 +68,26 @@ def load_method(
         info["seed"] = seed
     model.weights_info = info
     return model.to(dev).eval()
+
+
+def stylize_files(
+    method: str,
+    content: str | os.PathLike,
+    style: str | os.PathLike,
+    out: str | os.PathLike,
+    alpha: float | None = None,
+    size: int | None = None,
+    style_size: int | None = None,
+    weights: str = "official",
+    weights_dir: str | os.PathLike | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+):
+    """Stylize one image file with another and save the PNG atomically; returns the output path."""
+    from .images import load_image, save_image
+
+    model = load_method(method, weights=weights, weights_dir=weights_dir, seed=seed, device=device)
+    c = load_image(content, size)
+    s = load_image(style, style_size or size)
+    return save_image(model.stylize(c, s, alpha=alpha, **(options or {})).cpu(), out)

@@ -1,0 +1,143 @@
+"""Image IO: any common image to RGB float [0,1]; resize policies; atomic PNG save.
+
+Decoding uses Pillow (EXIF orientation, palette, gray, RGBA, CMYK, 16-bit): a well-kept decoder that handles
+the long tail of files a user points us at. Alpha is composited on white. 16-bit images keep their precision
+(scaled by 1/65535) instead of being truncated to 8 bits.
+
+Resize policies (``policy``, with a target ``size`` in pixels):
+
+* ``shorter``   — the shorter side becomes ``size``, aspect kept (AdaIN/SANet test scripts' convention);
+* ``longer``    — the longer side becomes ``size``, aspect kept;
+* ``exact``     — ``size`` x ``size`` (aspect not kept);
+* ``multiple16``— shorter side to ``size``, then each side rounded down to a multiple of 16 (>= 16) by a
+  centre crop, so every encoder level has integer sizes;
+* ``none``      — unchanged.
+
+Resampling is antialiased bicubic (Pillow) on the 8/16-bit data.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from .errors import ImageError
+
+POLICIES = ("shorter", "longer", "exact", "multiple16", "none")
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Decoded PIL image -> float32 HxWx3 in [0,1]."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32)
+        arr = arr / (65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0)
+        return np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=2)
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        return np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def decode(path: str | os.PathLike) -> Image.Image:
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            im.load()
+            return im
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file; check the path") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ImageError(f"{path}: not a readable image ({type(e).__name__}: {str(e)[:80]}); use PNG/JPEG/WebP/TIFF") from None
+
+
+def target_size(w: int, h: int, size: int | None, policy: str) -> tuple[int, int]:
+    if policy not in POLICIES:
+        raise ImageError(f"unknown resize policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    if size is None or policy == "none":
+        return w, h
+    if policy == "exact":
+        return size, size
+    scale = size / (min(w, h) if policy in ("shorter", "multiple16") else max(w, h))
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def resize_pil(img: Image.Image, size: int | None, policy: str = "shorter") -> Image.Image:
+    w, h = img.size
+    tw, th = target_size(w, h, size, policy)
+    if (tw, th) != (w, h):
+        if img.mode not in ("RGB", "L", "F", "I", "I;16"):
+            img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
+        img = img.resize((tw, th), Image.Resampling.BICUBIC, reducing_gap=None)
+    if policy == "multiple16":
+        cw, ch = max(16, tw // 16 * 16), max(16, th // 16 * 16)
+        left, top = (tw - cw) // 2, (th - ch) // 2
+        img = img.crop((left, top, left + cw, top + ch))
+    return img
+
+
+def load_image(path: str | os.PathLike, size: int | None = None, policy: str = "shorter") -> Tensor:
+    """Read ``path`` as RGB float [1,3,H,W] in [0,1], resized by ``policy`` (see module doc)."""
+    img = resize_pil(decode(path), size, policy)
+    arr = _to_rgb_array(img)
+    if min(arr.shape[:2]) < 1:
+        raise ImageError(f"{path}: image is empty after resizing to {size} ({policy})")
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def resize_tensor(x: Tensor, size: int | None, policy: str = "shorter") -> Tensor:
+    """Resize an in-memory [N,3,H,W] tensor by ``policy`` (antialiased bicubic)."""
+    h, w = x.shape[-2:]
+    tw, th = target_size(w, h, size, policy)
+    if (tw, th) != (w, h):
+        x = torch.nn.functional.interpolate(x, size=(th, tw), mode="bicubic", antialias=True, align_corners=False)
+    if policy == "multiple16":
+        cw, ch = max(16, tw // 16 * 16), max(16, th // 16 * 16)
+        top, left = (th - ch) // 2, (tw - cw) // 2
+        x = x[..., top : top + ch, left : left + cw]
+    return x
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """[1,3,H,W] or [3,H,W] float in [0,1] -> HxWx3 uint8 (clamped, rounded)."""
+    if x.dim() == 4:
+        if x.shape[0] != 1:
+            raise ImageError(f"expected one image, got a batch of {x.shape[0]}")
+        x = x[0]
+    return (x.detach().float().clamp(0, 1) * 255.0).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_image(x: Tensor, path: str | os.PathLike) -> Path:
+    """Save an image tensor (clamped to [0,1]) as PNG, atomically: a reader never sees a partial file."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(x)).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
