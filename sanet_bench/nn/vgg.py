@@ -8,6 +8,10 @@ mean, so the encoder takes RGB in [0,1]. Convolutions are reflection-padded; max
 
 from __future__ import annotations
 
+import functools
+
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -80,3 +84,58 @@ class VGGEncoder(nn.Module):
 
     def last(self, x: Tensor, depth: int | None = None) -> Tensor:
         return self.forward(x, depth)[-1]
+
+
+# ------------------------------------------------------------------------------------ offline encoder
+OFFLINE_SEED = 0
+# ImageNet mean in BGR*255, as baked into module 0 of the released vgg_normalised.pth.
+_BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+def offline_vgg_id(seed: int = OFFLINE_SEED) -> str:
+    return f"offline-random-vgg19(seed={seed},unit-variance) — NOT the ImageNet VGG19; values not comparable to papers"
+
+
+OFFLINE_VGG_ID = offline_vgg_id()
+
+
+def _calibration_images(g: torch.Generator, n: int = 4, size: int = 64) -> Tensor:
+    """Smooth random RGB images in [0,1] (the parity fixtures' generator: low-res noise, upsampled, + grain)."""
+    lo = torch.rand(n, 3, size // 8 + 1, size // 8 + 1, generator=g)
+    x = F.interpolate(lo, size=(size, size), mode="bilinear", align_corners=False)
+    return (x + 0.03 * torch.randn(n, 3, size, size, generator=g)).clamp(0, 1)
+
+
+@functools.lru_cache(maxsize=4)
+def _offline_state(seed: int) -> dict[str, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    vgg = vgg_normalised()
+    with torch.no_grad():
+        first = vgg[0]
+        first.weight.zero_()
+        for out_c, in_c in enumerate((2, 1, 0)):  # RGB [0,1] -> BGR * 255 - mean, as the released file
+            first.weight[out_c, in_c, 0, 0] = 255.0
+        first.bias.copy_(-torch.tensor(_BGR_MEAN))
+        h = _calibration_images(g)
+        for i, m in enumerate(vgg):
+            if isinstance(m, nn.Conv2d) and i > 0:
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                m.bias.zero_()
+                out = m(h)
+                m.weight.div_(out.std())  # LSUV-style: unit variance of each conv's output on the calibration set
+            h = m(h)
+    return {k: v.clone() for k, v in vgg.state_dict().items()}
+
+
+def offline_vgg_normalised(seed: int = OFFLINE_SEED) -> nn.Sequential:
+    """A deterministic stand-in for ``vgg_normalised.pth`` that needs no download.
+
+    The 53-module architecture with module 0 set to the released file's fixed RGB->BGR*255-mean map and every
+    3x3 conv drawn from N(0, 2/fan_in) with ``torch.Generator().manual_seed(seed)``, then rescaled so its
+    output has unit variance on a fixed set of generated calibration images. Random features are not
+    ImageNet features: metrics computed with it are labelled with :func:`offline_vgg_id`.
+    """
+    vgg = vgg_normalised()
+    vgg.load_state_dict(_offline_state(seed))
+    return vgg
