@@ -145,9 +145,19 @@ def parse_options(pairs) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- grid
-# (grid commands: see the grids section)
+@main.group("grid", epilog="\b\nExamples:\n  sanet-bench grid list\n  sanet-bench grid list embedded\n"
+            "  sanet-bench grid pull paper --mirror /data/paper-grid")
+def grid_group() -> None:
+    """Test grids: list them and their images, fetch the paper grid."""
+
 
 # ---------------------------------------------------------------------------------------------- weights
+@main.group("weights", epilog="\b\nExamples:\n  sanet-bench weights list\n  sanet-bench weights pull sanet adain\n"
+            "  sanet-bench weights import ~/Downloads/checkpoints\n  sanet-bench weights verify")
+def weights_group() -> None:
+    """Checkpoints: list, pull (verified downloads), import, verify, path, convert."""
+
+# ---- weights: convert (avatar-net)
 
 # ---------------------------------------------------------------------------------------------- run
 
