@@ -1,0 +1,41 @@
+"""SSIM on luminance, output vs content (Wang et al., IEEE TIP 2004).
+
+Convention: luminance Y = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601) of RGB in [0,1]; ``data_range=1``;
+Gaussian window 11 with sigma 1.5; K1=0.01, K2=0.03; valid (unpadded) filtering; mean of the SSIM map.
+Computed with ``pytorch_msssim.ssim`` (a small, well-tested pure-torch implementation). Needs no network
+weights, so it is always available. Higher is more similar (1 = identical luminance).
+"""
+
+from __future__ import annotations
+
+import torch
+from pytorch_msssim import ssim
+from torch import Tensor
+
+from ..errors import ImageError
+from ..registry import MetricSpec, register_metric
+from .networks import Networks
+
+BT601 = (0.299, 0.587, 0.114)
+
+
+def luminance(x: Tensor) -> Tensor:
+    """[N,3,H,W] RGB -> [N,1,H,W] BT.601 luma."""
+    w = torch.tensor(BT601, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def ssim_luminance(output: Tensor, content: Tensor, nets: Networks | None = None) -> float:
+    if output.shape != content.shape:
+        raise ImageError(f"SSIM: output {list(output.shape)} != content {list(content.shape)}")
+    if min(output.shape[-2:]) < 11:
+        raise ImageError(f"SSIM needs images of at least 11 px per side; got {tuple(output.shape[-2:])}")
+    x, y = luminance(output.double()), luminance(content.double().to(output.device))
+    return ssim(x, y, data_range=1.0, win_size=11, win_sigma=1.5, size_average=True).item()
+
+
+register_metric(MetricSpec(
+    "ssim", ssim_luminance, "output-content", True,
+    "RGB [0,1]; output and content the same size (>= 11 px per side)",
+    "SSIM of BT.601 luminance, data_range=1, gaussian window 11, sigma 1.5, K=(0.01, 0.03), mean of map",
+))
