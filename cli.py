@@ -158,6 +158,25 @@ def weights_group() -> None:
     """Checkpoints: list, pull (verified downloads), import, verify, path, convert."""
 
 # ---- weights: convert (avatar-net)
+@weights_group.command(
+    "convert",
+    epilog="\b\nExamples:\n  pip install 'sanet-bench[tensorflow]'\n"
+    "  sanet-bench weights convert avatar-net ~/Downloads/avatar-net/model.ckpt-120000 avatar_net.npz\n"
+    "  sanet-bench weights convert avatar-net ~/Downloads/avatar-net/ ~/ckpt/avatar_net.npz",
+)
+@click.argument("method", type=click.Choice(["avatar-net"]))
+@click.argument("ckpt", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@user_errors
+def weights_convert_cmd(method, ckpt, out):
+    """Convert an official TensorFlow checkpoint CKPT (prefix, .index file or folder) to the .npz OUT.
+
+    OUT may be a folder: the file is written there as avatar_net.npz. Needs the `tensorflow` extra.
+    """
+    from baselines.avatar_net import convert_tf_checkpoint
+
+    click.echo(str(convert_tf_checkpoint(ckpt, out)))
+
 
 # ---------------------------------------------------------------------------------------------- run
 

@@ -1,16 +1,17 @@
 """Image IO: any common image to RGB float [0,1]; resize policies; atomic PNG save.
 
 Decoding uses Pillow (EXIF orientation, palette, gray, RGBA, CMYK, 16-bit): a well-kept decoder that handles
-the long tail of files a user points us at. Alpha is composited on white. 16-bit images keep their precision
-(scaled by 1/65535) instead of being truncated to 8 bits.
+the long tail of files a user points us at. Alpha is composited on white. 16-bit gray images keep their
+precision (scaled by 1/65535, resized as 32-bit float) instead of being truncated to 8 bits; Pillow decodes
+16-bit colour PNG/TIFF to 8 bits per channel, so those are exact to 1/255.
 
 Resize policies (``policy``, with a target ``size`` in pixels):
 
 * ``shorter``   — the shorter side becomes ``size``, aspect kept (AdaIN/SANet test scripts' convention);
 * ``longer``    — the longer side becomes ``size``, aspect kept;
 * ``exact``     — ``size`` x ``size`` (aspect not kept);
-* ``multiple16``— shorter side to ``size``, then each side rounded down to a multiple of 16 (>= 16) by a
-  centre crop, so every encoder level has integer sizes;
+* ``multiple16``— shorter side to ``size``, then each side rounded down to a multiple of 16 by a centre
+  crop, so every encoder level has integer sizes (a side under 16 px is an error);
 * ``none``      — unchanged.
 
 Resampling is antialiased bicubic (Pillow) on the 8/16-bit data.
@@ -32,12 +33,23 @@ from .errors import ImageError
 POLICIES = ("shorter", "longer", "exact", "multiple16", "none")
 
 
+def _wide_to_float(img: Image.Image) -> Image.Image:
+    """16/32-bit integer modes -> mode "F" in [0,1], so resizing keeps their precision; others unchanged.
+
+    ``I;16*`` is scaled by 1/65535 (any byte order: Pillow's own I;16B -> RGB conversion saturates at 255).
+    ``I`` (32-bit) holds 16-bit data when its maximum exceeds 255, else 8-bit data.
+    """
+    if img.mode.startswith("I;16"):
+        return Image.fromarray(np.asarray(img, dtype=np.float32) / 65535.0)
+    if img.mode == "I":
+        arr = np.asarray(img, dtype=np.float32)
+        return Image.fromarray(arr / (65535.0 if arr.max(initial=0) > 255 else 255.0))
+    return img
+
+
 def _to_rgb_array(img: Image.Image) -> np.ndarray:
     """Decoded PIL image -> float32 HxWx3 in [0,1]."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float32)
-        arr = arr / (65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0)
-        return np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=2)
+    img = _wide_to_float(img)
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float32)
         return np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=2)
@@ -58,29 +70,37 @@ def decode(path: str | os.PathLike) -> Image.Image:
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file; check the path") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ImageError(f"{path}: not a readable image ({type(e).__name__}: {str(e)[:80]}); use PNG/JPEG/WebP/TIFF") from None
+        why = f"{type(e).__name__}: {str(e)[:80]}"
+        raise ImageError(f"{path}: not a readable image ({why}); use PNG/JPEG/WebP/TIFF") from None
 
 
 def target_size(w: int, h: int, size: int | None, policy: str) -> tuple[int, int]:
     if policy not in POLICIES:
         raise ImageError(f"unknown resize policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ImageError(f"resize size must be a positive integer number of pixels, got {size!r}")
     if size is None or policy == "none":
-        return w, h
-    if policy == "exact":
-        return size, size
-    scale = size / (min(w, h) if policy in ("shorter", "multiple16") else max(w, h))
-    return max(1, round(w * scale)), max(1, round(h * scale))
+        tw, th = w, h
+    elif policy == "exact":
+        tw, th = size, size
+    else:
+        scale = size / (min(w, h) if policy in ("shorter", "multiple16") else max(w, h))
+        tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+    if policy == "multiple16" and min(tw, th) < 16:
+        raise ImageError(f"{w}x{h} image becomes {tw}x{th}, under 16 px; multiple16 needs size >= 16")
+    return tw, th
 
 
 def resize_pil(img: Image.Image, size: int | None, policy: str = "shorter") -> Image.Image:
     w, h = img.size
     tw, th = target_size(w, h, size, policy)
     if (tw, th) != (w, h):
-        if img.mode not in ("RGB", "L", "F", "I", "I;16"):
+        img = _wide_to_float(img)
+        if img.mode not in ("RGB", "L", "F"):
             img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
         img = img.resize((tw, th), Image.Resampling.BICUBIC, reducing_gap=None)
     if policy == "multiple16":
-        cw, ch = max(16, tw // 16 * 16), max(16, th // 16 * 16)
+        cw, ch = tw // 16 * 16, th // 16 * 16
         left, top = (tw - cw) // 2, (th - ch) // 2
         img = img.crop((left, top, left + cw, top + ch))
     return img
@@ -88,10 +108,13 @@ def resize_pil(img: Image.Image, size: int | None, policy: str = "shorter") -> I
 
 def load_image(path: str | os.PathLike, size: int | None = None, policy: str = "shorter") -> Tensor:
     """Read ``path`` as RGB float [1,3,H,W] in [0,1], resized by ``policy`` (see module doc)."""
-    img = resize_pil(decode(path), size, policy)
-    arr = _to_rgb_array(img)
-    if min(arr.shape[:2]) < 1:
-        raise ImageError(f"{path}: image is empty after resizing to {size} ({policy})")
+    img = decode(path)
+    try:
+        arr = _to_rgb_array(resize_pil(img, size, policy))
+    except ImageError as e:
+        raise ImageError(f"{path}: {e}") from None
+    except ValueError as e:  # a mode Pillow decodes but cannot convert to RGB (e.g. LAB)
+        raise ImageError(f"{path}: cannot convert {img.mode} to RGB ({e}); save it as RGB PNG/JPEG") from None
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
@@ -100,9 +123,11 @@ def resize_tensor(x: Tensor, size: int | None, policy: str = "shorter") -> Tenso
     h, w = x.shape[-2:]
     tw, th = target_size(w, h, size, policy)
     if (tw, th) != (w, h):
-        x = torch.nn.functional.interpolate(x, size=(th, tw), mode="bicubic", antialias=True, align_corners=False)
+        x = torch.nn.functional.interpolate(
+            x, size=(th, tw), mode="bicubic", antialias=True, align_corners=False
+        )
     if policy == "multiple16":
-        cw, ch = max(16, tw // 16 * 16), max(16, th // 16 * 16)
+        cw, ch = tw // 16 * 16, th // 16 * 16
         top, left = (th - ch) // 2, (tw - cw) // 2
         x = x[..., top : top + ch, left : left + cw]
     return x
@@ -127,6 +152,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions of a new file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
