@@ -10,8 +10,10 @@ Checkpoints are read with ``torch.load(..., weights_only=True)`` (or safetensors
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -58,6 +60,9 @@ def resolve_official(spec: MethodSpec, weights_dir: str | os.PathLike | None = N
             paths[f.name] = p
         elif not f.optional:
             missing.append(f)
+    if missing and (latest := latest_iteration(base, [f.name for f in spec.files])):
+        paths.update(latest)  # training checkpoints (`sanet-bench train`): *_iter_N files of the highest N
+        missing = [f for f in missing if f.name not in latest]
     if missing:
         where = f"weights dir {base}" if weights_dir is not None else f"the cache {base}"
         files = "; ".join(f"{f.name} ({where_published(f)})" for f in missing)
@@ -66,6 +71,30 @@ def resolve_official(spec: MethodSpec, weights_dir: str | os.PathLike | None = N
             f"{spec.name}` or `sanet-bench weights import DIR`, or use weights='random' for latency work"
         )
     return paths
+
+
+_ITER_NAME = re.compile(r"(?P<stem>.+)_iter_(?P<n>\d+)(?P<ext>\.[A-Za-z0-9]+)")
+
+
+def latest_iteration(base: Path, names: list[str]) -> dict[str, Path]:
+    """``{name: base/<stem>_iter_N<ext>}`` for official names like ``decoder_iter_500000.pth``.
+
+    N is the highest iteration at which every such name has a file in ``base``, so the decoder and transformer
+    of one iteration stay paired. Empty when no N is complete. Used only when an official name is missing.
+    """
+    stems = {n: m for n in names if (m := _ITER_NAME.fullmatch(n))}
+    common: set[int] | None = None
+    for m in stems.values():
+        found = {
+            int(x["n"])
+            for p in base.glob(f"{glob.escape(m['stem'])}_iter_*{m['ext']}")
+            if (x := _ITER_NAME.fullmatch(p.name)) and x["stem"] == m["stem"] and p.is_file()
+        }
+        common = found if common is None else common & found
+    if not common:
+        return {}
+    n = max(common)
+    return {name: base / f"{m['stem']}_iter_{n}{m['ext']}" for name, m in stems.items()}
 
 
 def read_state_dict(path: str | os.PathLike, expected: str = "") -> dict[str, Tensor]:
