@@ -49,7 +49,8 @@ class RunConfig:
     out: str = "runs/latest"
     report: bool = True
     profile: bool = True
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {adain = {preserve_color = true}}
+    # per-method options, e.g. {adain = {preserve_color = true}}
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _type_name(tp: Any) -> str:
@@ -77,7 +78,8 @@ def _check(value: Any, tp: Any, key: str, source: str) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
-        raise ConfigError(f"{source}: key '{key}' must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        got = f"{type(value).__name__} {value!r}"
+        raise ConfigError(f"{source}: key '{key}' must be {_type_name(tp)}, got {got}")
     return value
 
 
@@ -99,12 +101,15 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:  # a folder, no permission, not UTF-8 text
+        raise ConfigError(f"{path}: cannot read it ({type(e).__name__}); pass a UTF-8 TOML file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML ({e})") from None
 
 
 def presets() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("sanet_bench.presets").iterdir() if p.name.endswith(".toml"))
+    files = resources.files("sanet_bench.presets").iterdir()
+    return sorted(p.name[:-5] for p in files if p.name.endswith(".toml"))
 
 
 def read_preset(name: str) -> tuple[dict[str, Any], str]:
@@ -134,6 +139,8 @@ def load(
     for data, source in layers:
         if section is not None:
             data = data.get(section, {})
+            if not isinstance(data, dict):
+                raise ConfigError(f"{source}: key '{section}' must be a table [{section}], got {data!r}")
         cfg = from_dict(cls, data, source, cfg)
     if overrides:
         cfg = from_dict(cls, {k: v for k, v in overrides.items() if v is not None}, "command line", cfg)
