@@ -1,0 +1,547 @@
+"""Latency, peak memory and FLOPs of each method's ``stylize`` per size, as JSONL records (issue 6).
+
+One cell is (method, size, dtype, flags). Inputs are seeded ``torch.rand`` images, content and style both
+``size`` x ``size``, batch 1, at the method's default alpha. Each cell runs, in order:
+
+1. CPU memory (fresh process only): a priming call at 64 px (one-time library initialisation, about 40 MB,
+   stays out of the number), then one untimed call at ``size`` with the peak-RSS mark reset before it;
+2. FLOPs: one untimed call under ``FlopCounterMode`` (its own bookkeeping would distort memory);
+3. ``warmup`` untimed calls (every cell is a new shape, so warm-up happens again for each one: cuDNN
+   autotuning, allocator growth, ``torch.compile`` recompilation);
+4. ``repeats`` timed calls. CPU: ``time.perf_counter``; CUDA: ``torch.cuda.Event`` pairs around the call,
+   read after a synchronise. Stages (encode / transform / decode, where a method has them) are timed in the
+   same calls through ``Method.stage_hook`` (CUDA events per stage, no extra synchronisation); with
+   ``--compile`` no stage hook is attached, so stages are not split.
+
+Records store the raw samples (``samples_s``), their median and IQR (75th - 25th percentile, numpy's
+linear interpolation), per-stage medians, FLOPs and achieved GFLOP/s (FLOPs / median time).
+
+Peak memory conventions (``peak_mem_convention`` in every record):
+
+* CUDA: ``torch.cuda.max_memory_allocated`` over the timed calls, after ``reset_peak_memory_stats``, minus
+  ``memory_allocated`` before them (weights and inputs excluded; cuDNN workspaces included).
+* CPU: peak RSS delta in a fresh process: each cell runs in its own ``spawn`` worker; the kernel's peak-RSS
+  mark (``VmHWM``) is reset to the current RSS just before the measured call (``/proc/self/clear_refs``)
+  and the delta is ``VmHWM`` after it minus ``VmRSS`` before it, so the loaded model and inputs are
+  excluded. Where ``clear_refs`` is unavailable it is ``ru_maxrss`` growth over that call (a lower bound).
+  ``tracemalloc`` is not used: it does not see torch's allocations. A CPU cell run in-process
+  (``isolate=False``) records no peak memory: the high-water mark would carry over from earlier cells.
+
+FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one call (2 per multiply-add of convolutions,
+matmuls and attention; elementwise ops are not counted; 0 from a method running outside torch, e.g. ONNX,
+is stored as ``None``). CPU scaled-dot-product attention, which the counter does not know, is counted with
+its formula for the other SDPA kernels.
+
+Status: ``ok``; ``oom`` (out of memory: CUDA OOM, CPU allocation failure, or the worker killed by
+SIGKILL); ``error`` (one-line message in ``error``); ``skipped-after-oom`` (a larger size of a method that ran
+out of memory). Sizes run in ascending order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import multiprocessing as mp
+import os
+import re
+import resource
+import signal
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, SanetBenchError
+from .images import atomic_write_bytes
+from .provenance import environment
+
+PRIME_SIZE = 64  # the priming call before a CPU memory measurement
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+STATUSES = ("ok", "oom", "error", "skipped-after-oom")
+RECORDS = "records.jsonl"
+MANIFEST = "manifest.json"
+# Small optimisation budgets so iterative methods can be timed at all; recorded in each record's options.
+PROFILE_OPTIONS: dict[str, dict[str, Any]] = {"gatys": {"iters": 10}}
+
+MEM_CUDA = (
+    "cuda max_memory_allocated over the timed calls minus memory_allocated before them "
+    "(weights and inputs excluded)"
+)
+MEM_CPU_HWM = "cpu peak RSS delta in a fresh process: VmHWM after one call minus VmRSS before it"
+MEM_CPU_MAXRSS = "cpu ru_maxrss growth over one call in a fresh process (lower bound: no clear_refs)"
+MEM_NONE = "not measured: CPU cell run in-process (isolate=False)"
+
+
+@dataclass
+class ProfileConfig:
+    """What ``sanet-bench profile`` measures. ``methods`` empty: every registered method."""
+
+    methods: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=lambda: [256, 512])
+    device: str = "cpu"
+    dtype: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    repeats: int = 5
+    warmup: int = 1
+    weights: str = "random"  # a method without random weights (magenta) uses its first weights kind
+    weights_dir: str | None = None
+    seed: int = 0
+    threads: int | None = None  # torch.set_num_threads in each cell; None: torch's default
+    isolate: bool | None = None  # fresh process per cell; None: on CPU yes, on CUDA no
+    count_flops: bool = True
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- environment
+def device_identity(env: dict[str, Any]) -> str:
+    """The hardware a record's timings belong to: the GPU name on CUDA, else the CPU model."""
+    if str(env.get("device", "cpu")).startswith("cuda"):
+        return f"GPU {env.get('gpu')}"
+    return f"CPU {env.get('cpu')}"
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+class StageTimer:
+    """``Method.stage_hook``: accumulates the time of each named stage within one call.
+
+    CPU: ``perf_counter`` (torch CPU ops are synchronous). CUDA: an event pair per stage, read in
+    :meth:`collect` after the caller has synchronised, so the hook adds no synchronisation of its own.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self._totals: dict[str, float] = defaultdict(float)
+        self._events: list[tuple[str, Any, Any]] = []
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            try:
+                yield
+            finally:
+                end.record()
+                self._events.append((name, start, end))
+        else:
+            t0 = time.perf_counter()
+            try:
+                yield
+            finally:
+                self._totals[name] += time.perf_counter() - t0
+
+    def collect(self) -> dict[str, float]:
+        """Seconds per stage since the last collect (CUDA: call after synchronising)."""
+        for name, start, end in self._events:
+            self._totals[name] += start.elapsed_time(end) / 1000.0
+        out = dict(self._totals)
+        self._totals.clear()
+        self._events.clear()
+        return out
+
+
+def _sdpa_cpu_flop(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(q_shape, k_shape, v_shape)
+
+
+def _flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    mapping = {}
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None:
+        mapping[op] = _sdpa_cpu_flop
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+def _proc_status_kib(key: str) -> int | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def _maxrss_bytes() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024  # bytes on macOS, KiB on Linux
+
+
+@contextlib.contextmanager
+def rss_peak_delta() -> Iterator[dict[str, Any]]:
+    """Peak RSS growth of the block: ``out["bytes"]``, ``out["convention"]``, ``out["baseline_bytes"]``."""
+    out: dict[str, Any] = {}
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
+        hwm = _proc_status_kib("VmHWM") is not None
+    except OSError:
+        hwm = False
+    before = _proc_status_kib("VmRSS") * 1024 if hwm else _maxrss_bytes()
+    out["baseline_bytes"] = before
+    try:
+        yield out
+    finally:
+        peak = _proc_status_kib("VmHWM") * 1024 if hwm else _maxrss_bytes()
+        out["bytes"] = max(0, peak - before)
+        out["convention"] = MEM_CPU_HWM if hwm else MEM_CPU_MAXRSS
+
+
+_CPU_OOM = re.compile(r"can't allocate memory|not enough memory|out of memory", re.IGNORECASE)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, SanetBenchError):
+        return str(e)
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+
+
+def _classify(e: BaseException) -> str:
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return "oom"
+    if isinstance(e, RuntimeError) and _CPU_OOM.search(str(e)):
+        return "oom"
+    return "error"
+
+
+def _cell_options(method: str, spec_options: set[str], configured: dict[str, dict[str, Any]]) -> dict:
+    opts = {k: v for k, v in PROFILE_OPTIONS.get(method, {}).items() if k in spec_options}
+    opts.update(configured.get(method, {}))
+    return opts
+
+
+def measure_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    """Run one cell in this process; returns the measured part of its record (failures become a status)."""
+    out: dict[str, Any] = {"status": "ok", "error": None}
+    try:
+        out.update(_measure(cell))
+    except (Exception, MemoryError) as e:  # an OOM or a failing method is a recorded result, not a crash
+        out.update(status=_classify(e), error=_one_line(e))
+    finally:
+        if torch.device(cell["device"]).type == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    out["threads"] = torch.get_num_threads()
+    return out
+
+
+def _measure(cell: dict[str, Any]) -> dict[str, Any]:
+    from .api import load_method
+
+    if cell.get("threads"):
+        torch.set_num_threads(int(cell["threads"]))
+    dev = torch.device(cell["device"])
+    cuda = dev.type == "cuda"
+    dtype = DTYPES[cell["dtype"]]
+    model = load_method(
+        cell["method"], weights=cell["weights"], weights_dir=cell["weights_dir"], seed=cell["seed"],
+        device=dev,
+    )
+    model = model.to(dtype=dtype)
+    fmt = torch.channels_last if cell["channels_last"] else torch.contiguous_format
+    if cell["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(cell["seed"])
+    size = int(cell["size"])
+    content, style = (
+        torch.rand(1, 3, size, size, generator=g).to(dev, dtype).contiguous(memory_format=fmt)
+        for _ in range(2)
+    )
+    timer = StageTimer(dev)
+    if cell["compile"]:
+        model._stylize = torch.compile(model._stylize)  # stage hooks would break the graph: stages not split
+    else:
+        model.stage_hook = timer
+    options = cell["options"]
+
+    def call() -> None:
+        model.stylize(content, style, **options)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(dev)
+
+    result: dict[str, Any] = {}
+    if cell["measure_cpu_mem"]:
+        p = max(PRIME_SIZE, model.spec.min_size)
+        prime = torch.rand(1, 3, p, p, generator=g).to(dev, dtype).contiguous(memory_format=fmt)
+        model.stylize(prime, prime, **options)  # one-time library initialisation stays out of the measurement
+        with rss_peak_delta() as mem:
+            call()
+        result.update(
+            peak_mem_bytes=mem["bytes"], peak_mem_convention=mem["convention"],
+            mem_baseline_bytes=mem["baseline_bytes"],
+        )
+    else:
+        result.update(peak_mem_bytes=None, peak_mem_convention=MEM_NONE, mem_baseline_bytes=None)
+    if cell["count_flops"]:
+        with _flop_counter() as counter:
+            call()
+        result["flops"] = counter.get_total_flops() or None
+    for _ in range(cell["warmup"]):
+        call()
+    sync()
+    timer.collect()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+    samples: list[float] = []
+    stages: dict[str, list[float]] = defaultdict(list)
+    for _ in range(cell["repeats"]):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            call()
+            end.record()
+            end.synchronize()  # the stage events precede it on the same stream
+            samples.append(start.elapsed_time(end) / 1000.0)
+        else:
+            t0 = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - t0)
+        for name, secs in timer.collect().items():
+            stages[name].append(secs)
+    if cuda:
+        result.update(
+            peak_mem_bytes=torch.cuda.max_memory_allocated(dev) - base, peak_mem_convention=MEM_CUDA,
+            mem_baseline_bytes=base,
+        )
+    result["samples_s"] = samples
+    result["stages"] = {name: float(np.median(v)) for name, v in stages.items()}
+    result["weights_info"] = model.weights_info
+    return result
+
+
+def _worker(cell: dict[str, Any], conn) -> None:
+    try:
+        conn.send(measure_cell(cell))
+    finally:
+        conn.close()
+
+
+def measure_cell_isolated(cell: dict[str, Any]) -> dict[str, Any]:
+    """:func:`measure_cell` in a fresh ``spawn`` process; a worker the kernel kills (SIGKILL) is an OOM."""
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker, args=(cell, send), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        result = recv.recv()
+    except EOFError:
+        result = None
+    finally:
+        recv.close()
+        proc.join()
+    if result is not None:
+        return result
+    if proc.exitcode == -signal.SIGKILL:
+        return {"status": "oom", "error": "the worker was killed by SIGKILL (most likely the OOM killer)"}
+    return {"status": "error", "error": f"the worker exited with code {proc.exitcode} before reporting"}
+
+
+# ---------------------------------------------------------------------------------------------- records
+def summarize(samples: list[float]) -> tuple[float | None, float | None]:
+    """Median and interquartile range (p75 - p25) of timing samples, in seconds."""
+    if not samples:
+        return None, None
+    q25, med, q75 = np.percentile(np.asarray(samples, dtype=float), [25, 50, 75])
+    return float(med), float(q75 - q25)
+
+
+class RecordWriter:
+    """``records.jsonl`` (rewritten atomically after each record) and ``manifest.json`` in one folder."""
+
+    def __init__(self, out_dir: Path, manifest: dict[str, Any]):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.lines: list[str] = []
+        self.manifest = manifest
+        self._write_manifest()
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.lines.append(json.dumps(record, sort_keys=True, default=str))
+        atomic_write_bytes(self.dir / RECORDS, ("\n".join(self.lines) + "\n").encode())
+
+    def finish(self, **extra: Any) -> None:
+        self.manifest.update(extra, records=len(self.lines))
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        blob = json.dumps(self.manifest, indent=2, sort_keys=True, default=str) + "\n"
+        atomic_write_bytes(self.dir / MANIFEST, blob.encode())
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def default_out_dir() -> Path:
+    return Path("runs") / f"profile-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _validate(cfg: ProfileConfig) -> list[str]:
+    from .api import list_methods, resolve_device
+    from .registry import get_method_spec
+
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {cfg.dtype!r}; choose one of {', '.join(DTYPES)}")
+    if not cfg.sizes or any(s <= 0 for s in cfg.sizes):
+        raise ConfigError(f"sizes must be positive pixel counts, got {cfg.sizes}; e.g. --sizes 256,512")
+    if cfg.repeats < 1 or cfg.warmup < 0:
+        raise ConfigError(f"repeats must be >= 1 and warmup >= 0 (got {cfg.repeats}, {cfg.warmup})")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {cfg.threads}")
+    resolve_device(cfg.device)
+    names = [get_method_spec(m).name for m in cfg.methods] if cfg.methods else list_methods()
+    unknown = sorted(set(cfg.method_options) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"options given for {', '.join(unknown)}, which is not profiled; profiled: {', '.join(names)}"
+        )
+    return names
+
+
+def profile(
+    cfg: ProfileConfig, out_dir: str | os.PathLike, echo: Callable[[dict[str, Any]], None] | None = None
+) -> list[dict[str, Any]]:
+    """Profile every (method, size) of ``cfg`` into ``out_dir`` (records.jsonl + manifest.json)."""
+    from .registry import get_method_spec
+
+    methods = _validate(cfg)
+    dev = torch.device(cfg.device)
+    isolate = dev.type == "cpu" if cfg.isolate is None else cfg.isolate
+    env = environment(dev)
+    writer = RecordWriter(
+        Path(out_dir),
+        {"kind": "sanet-bench profile", "config": dataclasses.asdict(cfg), "methods": methods, "env": env,
+         "started": _now(), "argv": sys.argv},
+    )
+    records: list[dict[str, Any]] = []
+    for name in methods:
+        spec = get_method_spec(name)
+        weights = cfg.weights if cfg.weights in spec.weights_kinds else spec.weights_kinds[0]
+        options = _cell_options(name, {o.name for o in spec.options}, cfg.method_options)
+        oom_at: int | None = None
+        for size in sorted(set(cfg.sizes)):
+            cell = {
+                "method": name, "size": size, "device": str(dev), "dtype": cfg.dtype,
+                "channels_last": cfg.channels_last, "compile": cfg.compile, "repeats": cfg.repeats,
+                "warmup": cfg.warmup, "weights": weights, "weights_dir": cfg.weights_dir, "seed": cfg.seed,
+                "threads": cfg.threads, "options": options, "count_flops": cfg.count_flops,
+                "measure_cpu_mem": dev.type == "cpu" and isolate,
+            }
+            if oom_at is not None:
+                measured = {"status": "skipped-after-oom", "error": f"{name} ran out of memory at {oom_at}px"}
+            else:
+                measured = measure_cell_isolated(cell) if isolate else measure_cell(cell)
+            rec = _record(cell, measured, env, isolate)
+            if rec["status"] == "oom":
+                oom_at = size
+            writer.add(rec)
+            records.append(rec)
+            if echo is not None:
+                echo(rec)
+    writer.finish(finished=_now())
+    return records
+
+
+def _record(cell: dict[str, Any], measured: dict[str, Any], env: dict[str, Any], isolate: bool) -> dict:
+    samples = measured.get("samples_s", [])
+    median, iqr = summarize(samples)
+    flops = measured.get("flops")
+    rec_env = dict(env, threads=measured.get("threads", env["threads"]), dtype=cell["dtype"],
+                   flags={"channels_last": cell["channels_last"], "compile": cell["compile"]})
+    return {
+        "method": cell["method"],
+        "size": cell["size"],
+        "style_size": cell["size"],
+        "device": cell["device"],
+        "dtype": cell["dtype"],
+        "flags": {"channels_last": cell["channels_last"], "compile": cell["compile"]},
+        "options": cell["options"],
+        "weights": cell["weights"],
+        "weights_info": measured.get("weights_info"),
+        "repeats": cell["repeats"],
+        "warmup": cell["warmup"],
+        "isolated": isolate,
+        "median_s": median,
+        "iqr_s": iqr,
+        "samples_s": samples,
+        "stages": measured.get("stages", {}),
+        "peak_mem_bytes": measured.get("peak_mem_bytes"),
+        "peak_mem_convention": measured.get("peak_mem_convention"),
+        "mem_baseline_bytes": measured.get("mem_baseline_bytes"),
+        "flops": flops,
+        "gflops_per_s": flops / median / 1e9 if flops and median else None,
+        "status": measured["status"],
+        "error": measured.get("error"),
+        "env": rec_env,
+        "time": _now(),
+    }
+
+
+def profile_run(cfg, run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The runner's hook: profile a :class:`~sanet_bench.config.RunConfig`'s methods and sizes into
+    ``run_dir/"profile"`` with its weights, device, seed and method options (CPU: a process per cell)."""
+    pcfg = ProfileConfig(
+        methods=list(cfg.methods), sizes=list(cfg.sizes), device=cfg.device, weights=cfg.weights,
+        weights_dir=cfg.weights_dir, seed=cfg.seed, method_options=dict(cfg.method_options),
+    )
+    return profile(pcfg, Path(run_dir) / "profile")
+
+
+def records_path(path: str | os.PathLike) -> Path:
+    """``records.jsonl`` given it, a profile folder, or a run folder holding ``profile/``."""
+    p = Path(path)
+    for cand in (p, p / RECORDS, p / "profile" / RECORDS):
+        if cand.is_file():
+            return cand
+    raise ConfigError(f"{p}: no {RECORDS} here or in {p / 'profile'}; run `sanet-bench profile --out {p}`")
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The raw records of a profile run (see :func:`records_path` for what ``path`` may be)."""
+    f = records_path(path)
+    out = []
+    for i, line in enumerate(f.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            msg = f"{f}: line {i} is not JSON ({e.msg}); re-run the profile or drop the line"
+            raise ConfigError(msg) from None
+        if not isinstance(rec, dict) or "method" not in rec or "status" not in rec:
+            raise ConfigError(f"{f}: line {i} is not a profile record (no method/status); pass a profile dir")
+        out.append(rec)
+    return out
+
+
+def load_records(path: str | os.PathLike):
+    """Profile records as a pandas DataFrame, one row per record.
+
+    Nested fields are flattened: ``stages`` -> ``stage_<name>_s``, ``flags`` -> ``channels_last``/``compile``,
+    ``env`` -> ``env_<key>``; ``samples_s`` stays a list; ``options`` becomes canonical JSON text.
+    """
+    import pandas as pd
+
+    rows = []
+    for rec in read_records(path):
+        row = {k: v for k, v in rec.items() if k not in ("stages", "flags", "env", "options", "weights_info")}
+        row.update({f"stage_{k}_s": v for k, v in (rec.get("stages") or {}).items()})
+        row.update(rec.get("flags") or {})
+        row.update({f"env_{k}": v for k, v in (rec.get("env") or {}).items() if k not in ("flags", "dtype")})
+        row["options"] = json.dumps(rec.get("options") or {}, sort_keys=True)
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,191 @@
+"""The profiler: records, timing statistics, stage split, FLOPs, CPU/CUDA peak memory, OOM handling."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from sanet_bench import profiling
+from sanet_bench.config import RunConfig
+from sanet_bench.errors import ConfigError, UnknownNameError
+from sanet_bench.profiling import ProfileConfig, load_records, profile, read_records, rss_peak_delta
+from sanet_bench.sanet import SANet, attention
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _cfg(**kw) -> ProfileConfig:
+    base = dict(methods=["sanet"], sizes=[64], repeats=3, warmup=0, isolate=False, threads=1)
+    base.update(kw)
+    return ProfileConfig(**base)
+
+
+def test_in_process_records_have_consistent_statistics_stages_and_flops(tmp_path):
+    recs = profile(_cfg(sizes=[128, 64]), tmp_path)
+    assert [r["size"] for r in recs] == [64, 128]  # ascending, whatever the order given
+    on_disk = read_records(tmp_path)
+    assert [r["size"] for r in on_disk] == [64, 128]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["records"] == 2 and manifest["finished"] and manifest["env"]["torch"] == torch.__version__
+    for r in on_disk:
+        assert r["status"] == "ok" and r["error"] is None
+        assert len(r["samples_s"]) == 3
+        q25, med, q75 = np.percentile(r["samples_s"], [25, 50, 75])
+        assert r["median_s"] == pytest.approx(med) and r["iqr_s"] == pytest.approx(q75 - q25)
+        assert set(r["stages"]) == {"encode", "transform", "decode"}
+        assert sum(r["stages"].values()) <= max(r["samples_s"]) * 1.05
+        assert r["gflops_per_s"] == pytest.approx(r["flops"] / r["median_s"] / 1e9)
+        assert r["peak_mem_bytes"] is None and "not measured" in r["peak_mem_convention"]
+        assert r["env"]["cpu"] and r["env"]["threads"] == 1 and r["env"]["dtype"] == "fp32"
+        assert r["flags"] == {"channels_last": False, "compile": False}
+    # convolutions dominate at these sizes: 4x the pixels is ~4x the FLOPs
+    assert 3.9 < on_disk[1]["flops"] / on_disk[0]["flops"] < 4.5
+
+
+def test_cpu_attention_flops_are_counted():
+    f, g = torch.rand(1, 8, 40), torch.rand(1, 8, 24)
+    with profiling._flop_counter() as fc:
+        attention(f, g, g)
+    assert fc.get_total_flops() == 2 * 2 * 40 * 24 * 8  # two matmuls, 2 FLOPs per multiply-add
+
+
+def test_rss_peak_delta_sees_a_torch_allocation():
+    with rss_peak_delta() as m:
+        x = torch.ones(16 * 2**20)  # 64 MiB, every page touched
+        del x
+    assert m["convention"] == profiling.MEM_CPU_HWM
+    assert 60 * 2**20 <= m["bytes"] < 200 * 2**20
+
+
+def test_isolated_cpu_cell_reports_peak_rss_delta(tmp_path):
+    [r] = profile(_cfg(isolate=None, repeats=1, count_flops=False), tmp_path)
+    assert r["status"] == "ok", r["error"]
+    assert r["isolated"] and r["peak_mem_convention"] == profiling.MEM_CPU_HWM
+    # 64 px SANet: feature maps of a few MB; the loaded model (~100 MB of weights) is excluded
+    assert 0 < r["peak_mem_bytes"] < 80 * 2**20 < r["mem_baseline_bytes"]
+
+
+@pytest.mark.slow
+def test_isolated_peak_memory_grows_with_size(tmp_path):
+    small, big = profile(_cfg(isolate=True, sizes=[64, 256], repeats=1, count_flops=False), tmp_path)
+    assert big["peak_mem_bytes"] > 4 * small["peak_mem_bytes"]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        torch.cuda.OutOfMemoryError("CUDA out of memory"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory"),
+        MemoryError(),
+    ],
+)
+def test_oom_is_recorded_and_larger_sizes_are_skipped(tmp_path, monkeypatch, exc):
+    real = SANet._stylize
+
+    def flaky(self, content, style, alpha):
+        if content.shape[-1] >= 96:
+            raise exc
+        return real(self, content, style, alpha)
+
+    monkeypatch.setattr(SANet, "_stylize", flaky)
+    recs = profile(_cfg(sizes=[64, 96, 128]), tmp_path)
+    assert [r["status"] for r in recs] == ["ok", "oom", "skipped-after-oom"]
+    assert recs[2]["error"] == "sanet ran out of memory at 96px" and recs[2]["samples_s"] == []
+    assert len(read_records(tmp_path)) == 3
+
+
+def test_a_failing_method_is_an_error_record_not_a_crash(tmp_path):
+    recs = profile(_cfg(weights="official", sizes=[64, 96]), tmp_path)  # no official files in the test home
+    assert [r["status"] for r in recs] == ["error", "error"]
+    assert "weights pull sanet" in recs[0]["error"] and "\n" not in recs[0]["error"]
+
+
+def test_gatys_gets_a_small_recorded_budget():
+    assert profiling._cell_options("gatys", {"iters", "ratio"}, {}) == {"iters": 10}
+    assert profiling._cell_options("gatys", {"iters"}, {"gatys": {"iters": 3}}) == {"iters": 3}
+    assert profiling._cell_options("sanet", set(), {}) == {}
+
+
+@pytest.mark.parametrize(
+    "kw, err",
+    [
+        (dict(dtype="fp8"), ConfigError),
+        (dict(sizes=[0]), ConfigError),
+        (dict(repeats=0), ConfigError),
+        (dict(methods=["nope"]), UnknownNameError),
+        (dict(method_options={"adain": {"x": 1}}), ConfigError),
+        (dict(device="cuda:0") if not torch.cuda.is_available() else dict(threads=0), ConfigError),
+    ],
+)
+def test_bad_config_is_a_one_line_user_error(tmp_path, kw, err):
+    with pytest.raises(err) as e:
+        profile(_cfg(**kw), tmp_path)
+    assert "\n" not in str(e.value)
+
+
+def test_load_records_flattens_into_a_dataframe(tmp_path):
+    profile(_cfg(), tmp_path / "run" / "profile")
+    df = load_records(tmp_path / "run")  # a run folder holding profile/
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert row["method"] == "sanet" and row["stage_encode_s"] > 0 and not row["channels_last"]
+    assert row["env_torch"] == torch.__version__ and len(row["samples_s"]) == 3
+    assert json.loads(row["options"]) == {}
+
+
+def test_read_records_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="no records.jsonl"):
+        read_records(tmp_path)
+    (tmp_path / "records.jsonl").write_text('{"method": "sanet", "status": "ok"}\n{broken\n')
+    with pytest.raises(ConfigError, match="line 2 is not JSON"):
+        read_records(tmp_path)
+
+
+def test_profile_run_uses_the_run_config(tmp_path, monkeypatch):
+    monkeypatch.setattr(profiling, "measure_cell_isolated", profiling.measure_cell)  # keep it in-process
+    cfg = RunConfig(methods=["sanet"], sizes=[64], weights="random", seed=3)
+    recs = profiling.profile_run(cfg, tmp_path)
+    assert (tmp_path / "profile" / "records.jsonl").is_file()
+    assert recs[0]["status"] == "ok" and recs[0]["weights_info"] == {"source": "random", "seed": 3}
+
+
+def test_cli_profile_writes_records_and_prints_each_cell(tmp_path):
+    from cli import main
+
+    out = tmp_path / "p"
+    res = CliRunner().invoke(
+        main, ["profile", "--methods", "sanet", "--sizes", "64", "--repeats", "3", "--warmup", "0",
+               "--no-isolate", "--threads", "1", "--out", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    assert "sanet" in res.output and "median" in res.output and "encode" in res.output
+    assert len(read_records(out)) == 1
+    bad = CliRunner().invoke(main, ["profile", "--option", "iters=3", "--out", str(out)])
+    assert bad.exit_code == 2 and "METHOD.KEY=VALUE" in bad.output
+
+
+@cuda
+def test_cuda_cell_times_with_events_and_reports_allocator_peak(tmp_path):
+    [r] = profile(_cfg(device="cuda", isolate=None), tmp_path)
+    assert r["status"] == "ok", r["error"]
+    assert not r["isolated"] and r["peak_mem_convention"] == profiling.MEM_CUDA
+    assert r["peak_mem_bytes"] > 0 and set(r["stages"]) == {"encode", "transform", "decode"}
+    assert r["env"]["gpu"] and sum(r["stages"].values()) <= max(r["samples_s"]) * 1.05
+
+
+@cuda
+def test_cuda_real_oom_is_recorded(tmp_path):
+    recs = profile(_cfg(device="cuda", sizes=[64, 40000, 50000], repeats=1, count_flops=False), tmp_path)
+    assert [r["status"] for r in recs] == ["ok", "oom", "skipped-after-oom"]
+
+
+@cuda
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_cuda_half_precision_channels_last(tmp_path, dtype):
+    [r] = profile(_cfg(device="cuda", dtype=dtype, channels_last=True), tmp_path)
+    assert r["status"] == "ok", r["error"]
+    assert r["dtype"] == dtype and r["flags"]["channels_last"]
