@@ -157,6 +157,112 @@ def grid_group() -> None:
 def weights_group() -> None:
     """Checkpoints: list, pull (verified downloads), import, verify, path, convert."""
 
+
+def _size(n: int | None) -> str:
+    return "size ?" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def _echo_outcomes(rows) -> int:
+    for r in rows:
+        click.echo(f"{'ok  ' if r.ok else 'FAIL'} {r.method:<11} {r.name:<32} {r.detail}")
+    return sum(not r.ok for r in rows)
+
+
+@weights_group.command(
+    "list",
+    epilog="\b\nExamples:\n  sanet-bench weights list\n  sanet-bench weights list sanet --weights-dir ~/ckpt",
+)
+@click.argument("methods", nargs=-1)
+@click.option("--weights-dir", type=click.Path(path_type=Path), help="Also look in this folder.")
+@user_errors
+def weights_list_cmd(methods, weights_dir):
+    """Each method's official files: size, sha256, source, licence, present/missing in the cache."""
+    from sanet_bench.weights import alexnet_path, file_table
+
+    for r in file_table(methods, weights_dir):
+        size = r.file.size if r.file.size is not None else (r.path.stat().st_size if r.present else None)
+        state = "present" if r.present else ("optional" if r.file.optional else "missing")
+        if r.in_weights_dir is not None:
+            state += f", {'in' if r.in_weights_dir else 'not in'} weights dir"
+        sha = f"sha256 {r.sha256} ({r.sha_origin})" if r.sha256 else "sha256 not published"
+        click.echo(f"{r.method:<11} {r.file.name:<32} {state:<8} {_size(size):>9}  {sha}")
+        src = ", ".join(f"{s.url} ({s.kind})" for s in r.file.sources) or "no public source"
+        click.echo(f"{'':<11} from {src}; licence: {r.file.license or 'not stated'}; cache {r.path}")
+    if not methods:
+        a = alexnet_path()
+        state = "present" if a.is_file() else "missing"
+        click.echo(f"{'lpips':<11} {a.name:<32} {state:<8} torch.hub cache {a}")
+
+
+@weights_group.command(
+    "pull",
+    epilog="\b\nExamples:\n  sanet-bench weights pull                      # all methods + LPIPS's AlexNet\n"
+    "  sanet-bench weights pull sanet adain\n"
+    "  sanet-bench weights pull --mirror /data/checkpoints   # a folder holding the files by official name\n"
+    "  sanet-bench weights pull --mirror https://example.org/ckpt\n"
+    "  sanet-bench weights pull --offline            # only say what is missing",
+)
+@click.argument("methods", nargs=-1)
+@click.option("--offline", is_flag=True, default=None, help="No network (also SANET_BENCH_OFFLINE=1).")
+@click.option("--mirror", help="URL prefix or folder with the files by name (or SANET_BENCH_MIRROR).")
+@click.option("--no-lpips", is_flag=True, help="Skip prefetching the AlexNet weights LPIPS needs.")
+@user_errors
+def weights_pull_cmd(methods, offline, mirror, no_lpips):
+    """Download and verify official files into the cache (exit 2 if any file could not be had)."""
+    from sanet_bench.errors import DownloadError
+    from sanet_bench.weights import pull
+
+    failed = _echo_outcomes(pull(methods, offline=offline, mirror=mirror, lpips=not no_lpips))
+    if failed:
+        raise DownloadError(f"{failed} file(s) missing; see the FAIL lines above for each file's fix")
+
+
+@weights_group.command(
+    "import",
+    epilog="\b\nExamples:\n  sanet-bench weights import ~/Downloads/checkpoints\n"
+    "  sanet-bench weights import ~/Downloads/SANET-weights sanet",
+)
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("methods", nargs=-1)
+@user_errors
+def weights_import_cmd(folder, methods):
+    """Copy official files found in FOLDER (recursively, by official name) into the cache, verified."""
+    from sanet_bench.errors import WeightsError
+    from sanet_bench.weights import import_dir
+
+    rows = import_dir(folder, methods)
+    if not rows:
+        raise WeightsError(f"{folder}: no file with an official name found; see `sanet-bench weights list`")
+    failed = _echo_outcomes(rows)
+    if failed:
+        raise WeightsError(f"{failed} file(s) not imported from {folder}; see the FAIL lines above")
+
+
+@weights_group.command(
+    "verify", epilog="\b\nExamples:\n  sanet-bench weights verify\n  sanet-bench weights verify sanet"
+)
+@click.argument("methods", nargs=-1)
+@user_errors
+def weights_verify_cmd(methods):
+    """Recompute the sha256 of cached files against the registry / recorded values (exit 1 on a mismatch)."""
+    from sanet_bench.weights import verify
+
+    if _echo_outcomes(verify(methods)):
+        sys.exit(1)
+
+
+@weights_group.command(
+    "path", epilog="\b\nExamples:\n  sanet-bench weights path\n  sanet-bench weights path sanet"
+)
+@click.argument("methods", nargs=-1)
+@user_errors
+def weights_path_cmd(methods):
+    """Print the cache folder (of each METHOD, or the root)."""
+    from sanet_bench.weights import cache_paths, home
+
+    for p in cache_paths(methods) if methods else [home() / "weights"]:
+        click.echo(str(p))
+
 # ---- weights: convert (avatar-net)
 @weights_group.command(
     "convert",

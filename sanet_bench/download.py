@@ -107,7 +107,6 @@ def fetch(
         if actual == sha256:
             return dest
         stale = f" (the existing file has sha256 {actual}, expected {sha256})"
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if mirror and not _is_url(mirror):
         return _copy_from_dir(Path(mirror).expanduser(), dest, sha256)
     url = f"{mirror.rstrip('/')}/{dest.name}" if mirror else src.url
@@ -118,6 +117,7 @@ def fetch(
             f"or set --mirror / SANET_BENCH_MIRROR to a folder that holds it"
         )
     kind = "http" if mirror else src.kind
+    dest.parent.mkdir(parents=True, exist_ok=True)
     return _download(kind, url, dest, sha256, progress=progress, retries=retries, timeout=timeout)
 
 
@@ -132,6 +132,7 @@ def _copy_from_dir(folder: Path, dest: Path, sha256: str | None) -> Path:
         raise DownloadError(
             f"{src}: not in the mirror folder {folder}; put {dest.name} there or drop --mirror"
         )
+    dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
         h = hashlib.sha256()

@@ -1,0 +1,222 @@
+"""Weights cache management: list, pull (loopback server), import, verify, path; LPIPS's AlexNet prefetch."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import PARITY
+from http_server import LocalServer, file
+
+import cli
+from sanet_bench import download, registry, weights
+from sanet_bench.api import load_method
+from sanet_bench.parity import write_official
+from sanet_bench.registry import MethodSpec, Source, WeightFile
+from sanet_bench.weights import cache_dir, import_dir, pull, pull_alexnet, recorded_sha256, verify
+
+ROOT = Path(__file__).resolve().parents[1]
+A = b"first file " * 100
+B = b"second file " * 100
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.main, ["weights", *args])
+
+
+@pytest.fixture
+def srv(monkeypatch):
+    monkeypatch.delenv("SANET_BENCH_OFFLINE", raising=False)
+    monkeypatch.delenv("SANET_BENCH_MIRROR", raising=False)
+    monkeypatch.setattr(download, "BACKOFF_BASE", 0.01)
+    with LocalServer() as s:
+        yield s
+
+
+@pytest.fixture
+def fake_methods(monkeypatch, srv):
+    """Two registered methods sharing ``shared.bin`` (sha known), plus ``own.bin`` without a published sha."""
+
+    def spec(name, files):
+        return MethodSpec(
+            name=name, title=name, citation="test", reference="test", factory=lambda: None, files=files
+        )
+
+    sources = (Source(srv.url("/dead/shared.bin")), Source(srv.url("/rel/shared.bin")))
+    shared = WeightFile("shared.bin", sources, sha256=sha(A), license="test licence")
+    own = WeightFile("own.bin", (Source(srv.url("/rel/own.bin")),))
+    srv.route("/rel/shared.bin", file(A))
+    srv.route("/rel/own.bin", file(B))
+    monkeypatch.setitem(registry._METHODS, "dl-one", spec("dl-one", (shared, own)))
+    monkeypatch.setitem(registry._METHODS, "dl-two", spec("dl-two", (shared,)))
+    return srv
+
+
+def test_pull_tries_sources_records_unpublished_sha_and_reuses_siblings(fake_methods):
+    srv = fake_methods
+    rows = pull(["dl-one"], progress=False, lpips=False)
+    assert [(r.name, r.ok) for r in rows] == [("shared.bin", True), ("own.bin", True)]
+    assert srv.hits["/dead/shared.bin"] == 1  # the first source is a 404; the second one served it
+    assert (cache_dir("dl-one") / "shared.bin").read_bytes() == A
+    assert recorded_sha256() == {"dl-one/own.bin": sha(B)}
+    # dl-two lists the same file: copied from dl-one's cache, verified, no request
+    assert all(r.ok for r in pull(["dl-two"], progress=False, lpips=False))
+    assert (cache_dir("dl-two") / "shared.bin").read_bytes() == A and srv.hits["/rel/shared.bin"] == 1
+    # the recorded sha is enforced from now on
+    (cache_dir("dl-one") / "own.bin").write_bytes(b"changed")
+    srv.route("/rel/own.bin", file(b"changed upstream"))
+    [row] = [r for r in pull(["dl-one"], progress=False, lpips=False) if r.name == "own.bin"]
+    assert not row.ok and "checksum mismatch" in row.detail and sha(B) in row.detail
+
+
+def test_pull_offline_says_what_is_missing(fake_methods):
+    res = invoke("pull", "dl-one", "--offline", "--no-lpips")
+    assert res.exit_code == 2
+    assert "FAIL dl-one" in res.output and "shared.bin" in res.output and "downloads are off" in res.output
+    assert "error: 2 file(s) missing" in res.output
+    assert sum(fake_methods.hits.values()) == 0 and not cache_dir("dl-one").exists()
+
+
+def test_pull_from_mirror_folder(fake_methods, tmp_path):
+    (tmp_path / "shared.bin").write_bytes(A)
+    (tmp_path / "own.bin").write_bytes(B)
+    res = invoke("pull", "dl-one", "--no-lpips", "--mirror", str(tmp_path), "--offline")
+    assert res.exit_code == 0, res.output
+    assert (cache_dir("dl-one") / "own.bin").read_bytes() == B and sum(fake_methods.hits.values()) == 0
+
+
+def _tiny_hub_file() -> tuple[bytes, str]:
+    buf = io.BytesIO()
+    torch.save({"features.0.weight": torch.ones(2, 3)}, buf)
+    data = buf.getvalue()
+    return data, f"alexnet-tiny-{sha(data)[:8]}.pth"
+
+
+def test_pull_alexnet_through_torch_hub(srv, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    data, name = _tiny_hub_file()
+    monkeypatch.setattr(weights, "ALEXNET_URL", srv.route(f"/models/{name}", file(data)))
+    row = pull_alexnet(progress=False)
+    assert row.ok, row.detail
+    path = tmp_path / "torch" / "hub" / "checkpoints" / name
+    assert path.read_bytes() == data and weights.alexnet_path() == path
+    assert pull_alexnet(progress=False).ok and srv.hits[f"/models/{name}"] == 1
+    assert [r.ok for r in verify() if r.method == "lpips"] == [True]
+
+
+def test_pull_alexnet_rejects_wrong_hash_prefix(srv, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    data, _ = _tiny_hub_file()
+    monkeypatch.setattr(weights, "ALEXNET_URL", srv.route("/models/alexnet-00000000.pth", file(data)))
+    row = pull_alexnet(progress=False)
+    assert not row.ok and "hash" in row.detail.lower()
+    assert not weights.alexnet_path().exists()
+
+
+def test_pull_alexnet_offline_and_mirror(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    data, name = _tiny_hub_file()
+    monkeypatch.setattr(weights, "ALEXNET_URL", f"http://127.0.0.1:9/models/{name}")
+    row = pull_alexnet(progress=False)  # conftest: offline
+    assert not row.ok and "downloads are off" in row.detail
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / name).write_bytes(data + b"x")  # wrong prefix: refused, nothing kept
+    assert not pull_alexnet(mirror=str(tmp_path / "m"), progress=False).ok
+    assert not weights.alexnet_path().exists()
+    (tmp_path / "m" / name).write_bytes(data)
+    assert pull_alexnet(mirror=str(tmp_path / "m"), progress=False).ok
+    assert weights.alexnet_path().read_bytes() == data
+    assert [p.name for p in weights.alexnet_path().parent.iterdir()] == [name]  # no temp folder left
+
+
+def test_alexnet_url_is_torchvisions():
+    from torchvision.models import AlexNet_Weights
+
+    assert weights.ALEXNET_URL == AlexNet_Weights.IMAGENET1K_V1.url
+
+
+def test_import_parity_files_then_load_official_from_cache(tmp_path):
+    write_official(PARITY / "sanet", tmp_path / "downloads" / "nested")
+    res = invoke("import", str(tmp_path / "downloads"))
+    assert res.exit_code == 0, res.output
+    files = {"vgg_normalised.pth", "decoder_iter_500000.pth", "transformer_iter_500000.pth"}
+    assert {p.name for p in cache_dir("sanet").iterdir()} == files
+    # vgg_normalised.pth goes to every method that lists it
+    for m in ("adain", "gatys"):
+        assert (cache_dir(m) / "vgg_normalised.pth").is_file()
+        assert not (cache_dir(m) / "decoder_iter_500000.pth").exists()
+    rec = json.loads(weights.recorded_path().read_text())
+    src = tmp_path / "downloads" / "nested" / "decoder_iter_500000.pth"
+    assert rec["sanet/decoder_iter_500000.pth"] == weights.sha256_file(src)
+    model = load_method("sanet", weights="official")  # no weights_dir: the cache
+    assert model.weights_info["files"]["decoder_iter_500000.pth"] == rec["sanet/decoder_iter_500000.pth"]
+    assert not [p for p in cache_dir("sanet").iterdir() if p.name.startswith(".")]
+
+    # verify: all good, then a corrupted cache file is named and exits 1
+    assert invoke("verify", "sanet").exit_code == 0
+    (cache_dir("sanet") / "decoder_iter_500000.pth").write_bytes(b"corrupt")
+    res = invoke("verify", "sanet")
+    assert res.exit_code == 1 and "FAIL sanet" in res.output and "decoder_iter_500000.pth" in res.output
+
+
+def test_import_refuses_a_file_that_differs_from_the_recorded_one(tmp_path):
+    write_official(PARITY / "sanet", tmp_path / "a")
+    assert invoke("import", str(tmp_path / "a"), "sanet").exit_code == 0
+    before = weights.sha256_file(cache_dir("sanet") / "transformer_iter_500000.pth")
+    (tmp_path / "b").mkdir()
+    torch.save({"x": torch.zeros(1)}, tmp_path / "b" / "transformer_iter_500000.pth")
+    res = invoke("import", str(tmp_path / "b"), "sanet")
+    assert res.exit_code == 2 and "checksum mismatch" in res.output and "recorded" in res.output
+    assert weights.sha256_file(cache_dir("sanet") / "transformer_iter_500000.pth") == before
+
+
+def test_import_refuses_ambiguous_names_and_empty_folders(tmp_path):
+    for sub, val in (("x", 0.0), ("y", 1.0)):
+        (tmp_path / sub).mkdir()
+        torch.save({"w": torch.full((1,), val)}, tmp_path / sub / "decoder_iter_500000.pth")
+    rows = import_dir(tmp_path, ["sanet"])
+    assert [(r.ok, "several different files" in r.detail) for r in rows] == [(False, True)]
+    assert not (cache_dir("sanet") / "decoder_iter_500000.pth").exists()
+    (tmp_path / "empty").mkdir()
+    res = invoke("import", str(tmp_path / "empty"))
+    assert res.exit_code == 2 and "no file with an official name" in res.output
+    res = invoke("import", str(tmp_path / "nope"))
+    assert res.exit_code == 2 and "not a folder" in res.output
+
+
+def test_list_and_path(tmp_path):
+    write_official(PARITY / "sanet", tmp_path)
+    res = invoke("list", "sanet", "--weights-dir", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    assert "decoder_iter_500000.pth" in res.output and "missing, in weights dir" in res.output
+    assert "yadi.sk" in res.output and "licence:" in res.output
+    import_dir(tmp_path, ["sanet"])
+    res = invoke("list", "sanet")
+    assert "present" in res.output and "(recorded)" in res.output and "missing" not in res.output
+    res = invoke("path", "sanet", "adain")
+    assert res.output.split() == [str(cache_dir("sanet")), str(cache_dir("adain"))]
+
+
+def test_list_stays_light(tmp_path):
+    """`weights list` imports neither the HTTP stack nor torchvision/LPIPS (it must start fast)."""
+    code = (
+        "import sys, cli; from click.testing import CliRunner; "
+        "r = CliRunner().invoke(cli.main, ['weights', 'list']); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('requests', 'torchvision', 'lpips') if m in sys.modules))"
+    )
+    env = {"SANET_BENCH_HOME": str(tmp_path), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
