@@ -1,2 +1,4 @@
 """Baseline methods, one file each; importing this package registers them."""
 from . import avatar_net  # noqa: F401
+from . import adain  # noqa: F401
+from . import wct  # noqa: F401

@@ -1,0 +1,248 @@
+"""WCT: Li et al., Universal Style Transfer via Feature Transforms, NeurIPS 2017.
+
+Matches the Torch7 original, Yijunmaverick/UniversalStyleTransfer@55f3717 (test_wct.lua ``styleTransfer`` and
+``feature_wct``), with the checkpoints as pietrocarbo/deep-transfer@e87e72f converted them to PyTorch:
+
+* Multi-level stylisation (paper Fig. 3 / Sec. 3.2), coarse to fine: for k = 5..1, ``cF = enc_k(img)``
+  (img = the content, then the image decoded at level k+1), ``sF = enc_k(style)`` (the style at its own
+  size), ``img = dec_k(alpha * WCT(cF, sF) + (1 - alpha) * cF)`` (Eq. 4); default alpha 0.6 as test_wct.lua.
+* WCT (Eq. 2-3), in float64 and cast back: ``fc = cF - mean``, ``cov = fc fc^T / (HW - 1)`` (no identity
+  added), eigenvalues below 1e-5 dropped separately for content (k_c) and style (k_s);
+  ``whiten = Vc Dc^-1/2 Vc^T fc``, ``out = Vs Ds^1/2 Vs^T whiten + mean_s``.
+
+Differences from the reference, none of which change its outputs where it runs:
+
+* ``torch.linalg.eigh`` of the symmetric covariance instead of the reference's SVD (same spectrum and
+  subspaces, several times faster), with the cut as a mask (``e >= 1e-5``), so the N samples of a batch are
+  decomposed together and whitening and colouring fold into one C x C matrix.
+* Content sizes that are not multiples of 16: a decoder returns up to 15 px more than its input (ceil-mode
+  pooling); each level's image is cropped back to the content size, where the reference would grow it.
+* Styles of 16-31 px: the conv5_1 input is 1 px wide, where the reference's reflection padding fails; it is
+  replicated instead. If relu5_1 then has a single position, ``HW - 1 = 0`` would make the covariance NaN;
+  here the denominator is ``max(HW - 1, 1)``, so no eigenvalue survives and the level returns the style mean.
+* Level files load from the ``.pth`` conversions or, with the ``torchfile`` package, from the original
+  Torch7 ``.t7`` files (Torch7 module i -> keys ``i-1.{weight,bias}``, the deep-transfer layout).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sanet_bench.errors import WeightsError
+from sanet_bench.method import Method
+from sanet_bench.nn.vgg import SLICES, vgg_normalised
+from sanet_bench.registry import MethodSpec, Source, WeightFile, register_method
+from sanet_bench.weights import load_file_into, load_strict
+
+EIG_THRESHOLD = 1e-5  # test_wct.lua: eigenvalues < 0.00001 are dropped
+LEVELS = (1, 2, 3, 4, 5)
+# Decoder k (feature_invertor_conv<k>_1): input channels, then conv output channels or "u" (nearest x2).
+DECODER_PLANS: dict[int, tuple[int, tuple[int | str, ...]]] = {
+    1: (64, (3,)),
+    2: (128, (64, "u", 64, 3)),
+    3: (256, (128, "u", 128, 64, "u", 64, 3)),
+    4: (512, (256, "u", 256, 256, 256, 128, "u", 128, 64, "u", 64, 3)),
+    5: (512, (512, "u", 512, 512, 512, 256, "u", 256, 256, 256, 128, "u", 128, 64, "u", 64, 3)),
+}
+
+
+def decoder(k: int) -> nn.Sequential:
+    """``feature_invertor_conv<k>_1``: reflection-pad(1) + 3x3 conv + ReLU blocks, nearest x2 upsampling; the
+    last conv has no ReLU. Module indices match the Torch7 files (d5 keys {1,5,8,11,14,18,21,24,27,...})."""
+    cin, plan = DECODER_PLANS[k]
+    layers: list[nn.Module] = []
+    for i, tok in enumerate(plan):
+        if tok == "u":
+            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            continue
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(cin, int(tok), 3)]
+        if i < len(plan) - 1:
+            layers.append(nn.ReLU())
+        cin = int(tok)
+    return nn.Sequential(*layers)
+
+
+class ReflectOrReplicatePad2d(nn.ReflectionPad2d):
+    """Reflection padding; a side of 1 px (a style of 16-31 px at conv5_1) is replicated, where reflection
+    is undefined and the reference fails. Identical to ``nn.ReflectionPad2d`` wherever that runs."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if min(x.shape[-2:]) > max(self.padding):
+            return super().forward(x)
+        return F.pad(x, self.padding, mode="replicate")
+
+
+def _centred_cov(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """x [N,C,L] float64 -> (x - mean, mean, covariance / max(L - 1, 1))."""
+    mean = x.mean(-1, keepdim=True)
+    xc = x - mean
+    return xc, mean, xc @ xc.transpose(1, 2) / max(x.shape[-1] - 1, 1)
+
+
+def wct(content: Tensor, style: Tensor, threshold: float = EIG_THRESHOLD) -> Tensor:
+    """Whitening and colouring transform (paper Eq. 2-3, test_wct.lua ``feature_wct``), batched.
+
+    content [N,C,H,W], style [N,C,H',W'] -> [N,C,H,W] in the content's dtype; computed in float64 on the
+    content's device. Eigenvalues ``< threshold`` of each covariance are dropped (k_c, k_s separately).
+    """
+    n, c, h, w = content.shape
+    xc, _, cov_c = _centred_cov(content.reshape(n, c, -1).double())
+    _, mean_s, cov_s = _centred_cov(style.reshape(n, c, -1).double())
+    e_c, v_c = torch.linalg.eigh(cov_c)
+    e_s, v_s = torch.linalg.eigh(cov_s)
+    keep_c, keep_s = e_c >= threshold, e_s >= threshold
+    d_c = torch.where(keep_c, e_c.clamp_min(threshold).rsqrt(), torch.zeros_like(e_c))
+    d_s = torch.where(keep_s, e_s.clamp_min(threshold).sqrt(), torch.zeros_like(e_s))
+    whiten = (v_c * d_c.unsqueeze(1)) @ v_c.transpose(1, 2)
+    colour = (v_s * d_s.unsqueeze(1)) @ v_s.transpose(1, 2)
+    out = (colour @ whiten) @ xc + mean_s
+    return out.to(content.dtype).reshape(n, c, h, w)
+
+
+class WCT(Method):
+    def __init__(self) -> None:
+        super().__init__()
+        vgg = vgg_normalised()  # one draw: the encoders are prefixes of one VGG, as in the released files
+        for i, m in enumerate(vgg):
+            if isinstance(m, nn.ReflectionPad2d):
+                vgg[i] = ReflectOrReplicatePad2d(1)
+        self.encoders = nn.ModuleList(copy.deepcopy(vgg[: SLICES[k - 1][1]]) for k in LEVELS)
+        self.decoders = nn.ModuleList(decoder(k) for k in LEVELS)
+        for p in self.encoders.parameters():
+            p.requires_grad_(False)
+
+    def load_official(self, paths: dict[str, Path]) -> None:
+        for k in LEVELS:
+            pairs = ((self.encoders[k - 1], "vgg_normalised"), (self.decoders[k - 1], "feature_invertor"))
+            for module, stem in pairs:
+                name = f"{stem}_conv{k}_1"
+                if f"{name}.pth" in paths:
+                    load_file_into(module, paths[f"{name}.pth"], self.spec, f"{name}.pth")
+                else:
+                    path = paths[f"{name}.t7"]
+                    expected = f"the Torch7 WCT file {name}.t7 ({self.spec.file(name + '.t7').layout})"
+                    load_strict(module, read_t7_state(path, dict(module.state_dict())), path, expected)
+
+    def _stylize(self, content: Tensor, style: Tensor, alpha: float) -> Tensor:
+        h, w = content.shape[-2:]
+        img = content
+        for k in reversed(LEVELS):
+            with self.stage("encode"):
+                cf = self.encoders[k - 1](img)
+                sf = self.encoders[k - 1](style)
+            with self.stage("transform"):
+                csf = wct(cf, sf)
+                if alpha < 1.0:
+                    csf = alpha * csf + (1.0 - alpha) * cf
+            with self.stage("decode"):
+                img = self.decoders[k - 1](csf)[..., :h, :w]
+        return img
+
+
+def t7_module_state(modules: list[Any], like: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Keys of a Torch7 ``nn.Sequential``'s module list: module i (1-based in Lua, ``modules[i-1]`` here) with
+    a ``weight`` becomes ``{i-1}.weight`` / ``{i-1}.bias``, the deep-transfer layout. Weights stored flat
+    ([out, in*kh*kw], old nn.SpatialConvolution) are reshaped to the shape of the same key in ``like``."""
+    state: dict[str, Tensor] = {}
+    for i, m in enumerate(modules):
+        for attr in ("weight", "bias"):
+            value = getattr(m, attr, None)
+            if value is None:
+                continue
+            t = torch.from_numpy(value.copy()).float()
+            key = f"{i}.{attr}"
+            if key in like and t.shape != like[key].shape and t.numel() == like[key].numel():
+                t = t.reshape(like[key].shape)
+            state[key] = t
+    return state
+
+
+def read_t7_state(path: str | Path, like: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The state dict of a Torch7 ``nn.Sequential`` ``.t7`` file, read with ``torchfile`` (a pure-python
+    parser of the Torch7 binary format that runs no code from the file; chosen over writing our own)."""
+    try:
+        import torchfile
+    except ImportError:
+        raise WeightsError(
+            f"{path}: reading Torch7 .t7 files needs the torchfile package; `pip install torchfile` or use "
+            f"the .pth conversion"
+        ) from None
+    try:
+        obj = torchfile.load(str(path))
+        modules = obj.modules
+    except Exception as e:  # truncated or not a Torch7 file
+        msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        why = f"not a readable Torch7 file ({msg})"
+        raise WeightsError(f"{path}: {why}; fetch it again or use the .pth") from None
+    if not isinstance(modules, list):
+        raise WeightsError(f"{path}: not a Torch7 nn.Sequential (no module list); expected a WCT .t7")
+    return t7_module_state(modules, like)
+
+
+_DEEP_TRANSFER = (
+    "https://github.com/pietrocarbo/deep-transfer/raw/e87e72f9f8612062431a82289b758ef570da52c3/"
+    "models/autoencoder_vgg19/vgg19_{k}/{name}"
+)
+_DEC_KEYS = {
+    1: "{1}",
+    2: "{1,5,8}",
+    3: "{1,5,8,12,15}",
+    4: "{1,5,8,11,14,18,21,25,28}",
+    5: "{1,5,8,11,14,18,21,24,27,31,34,38,41}",
+}
+_ENC_KEYS = {1: "{0,2}", 2: "{0,2,5,9}", 3: "{0,2,...,16}", 4: "{0,2,...,29}", 5: "{0,2,...,42}"}
+_LICENSE_PTH = (
+    "Li et al.'s Torch7 models (academic use only, UniversalStyleTransfer README), converted to .pth by "
+    "pietrocarbo/deep-transfer (no licence stated)"
+)
+_LICENSE_T7 = "Li et al., UniversalStyleTransfer models (academic use only)"
+
+
+def _decoder_len(k: int) -> int:
+    plan = DECODER_PLANS[k][1]
+    convs = sum(tok != "u" for tok in plan)
+    return 3 * convs - 1 + (len(plan) - convs)  # pad+conv+relu per conv, no final relu, one per upsampling
+
+
+def _files() -> tuple[WeightFile, ...]:
+    files = []
+    for k in LEVELS:
+        enc = f"normalised VGG19 [:{SLICES[k - 1][1]}] up to relu{k}_1, keys {_ENC_KEYS[k]}.{{weight,bias}}"
+        dec = f"{_decoder_len(k)}-module decoder relu{k}_1 -> RGB, keys {_DEC_KEYS[k]}.{{weight,bias}}"
+        for stem, layout in (("vgg_normalised", enc), ("feature_invertor", dec)):
+            name = f"{stem}_conv{k}_1"
+            url = _DEEP_TRANSFER.format(k=k, name=f"{name}.pth")
+            files.append(WeightFile(f"{name}.pth", (Source(url),), layout=layout, license=_LICENSE_PTH))
+            files.append(
+                WeightFile(
+                    f"{name}.t7",
+                    layout=f"Torch7 nn.Sequential; module i -> keys i-1 as the .pth: {layout}",
+                    license=_LICENSE_T7 + "; shared by the authors as models.zip, no stable URL recorded",
+                    optional=True,
+                )
+            )
+    return tuple(files)
+
+
+SPEC = register_method(
+    MethodSpec(
+        name="wct",
+        title="WCT",
+        citation="Li, Fang, Yang, Wang, Lu & Yang, Universal Style Transfer via Feature Transforms, "
+        "NeurIPS 2017",
+        reference="Yijunmaverick/UniversalStyleTransfer@55f37178fd737d9b4989b1c609ad639afcfbb5c6 (Torch7); "
+        "files as pietrocarbo/deep-transfer@e87e72f9f8612062431a82289b758ef570da52c3",
+        factory=WCT,
+        files=_files(),
+        default_alpha=0.6,
+        min_size=64,
+        notes="each level's .t7 (with torchfile) can stand in for its .pth; the transform stage is the "
+        "float64 eigendecomposition WCT",
+    )
+)
