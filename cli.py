@@ -151,6 +151,53 @@ def grid_group() -> None:
     """Test grids: list them and their images, fetch the paper grid."""
 
 
+@grid_group.command(
+    "list",
+    epilog="\b\nExamples:\n  sanet-bench grid list\n  sanet-bench grid list embedded\n"
+    "  sanet-bench grid list paper --mirror /data/paper-grid\n  sanet-bench grid list folder:my_images",
+)
+@click.argument("name", required=False)
+@click.option("--mirror", default=None, help="Folder holding the paper grid's content/ and style/ files.")
+@user_errors
+def grid_list_cmd(name, mirror):
+    """List the grids with their image counts; with NAME, each image: name, role, size, provenance, state."""
+    from sanet_bench.grids import DESCRIPTIONS, status
+
+    if name is None:
+        for grid in DESCRIPTIONS:
+            rows = status(grid, mirror=mirror)
+            n_content = sum(img.role == "content" for img, _ in rows)
+            present = sum(state == "present" for _, state in rows)
+            counts = f"{n_content} content x {len(rows) - n_content} style, {present}/{len(rows)} present"
+            click.echo(f"{grid:<9} {counts} — {DESCRIPTIONS[grid]}")
+        click.echo("folder:DIR  images in DIR/content and DIR/style")
+        return
+    for img, state in status(name, mirror=mirror):
+        size = f"{img.size[0]}x{img.size[1]}" if img.size else "?"
+        click.echo(f"{img.role:<7} {img.name:<32} {size:>9}  {state:<7}  {img.provenance}")
+
+
+@grid_group.command(
+    "pull",
+    epilog="\b\nExamples:\n  sanet-bench grid pull paper\n"
+    "  sanet-bench grid pull paper --mirror /data/paper-grid\n"
+    "  sanet-bench grid pull paper --mirror https://example.org/paper-grid\n"
+    "  sanet-bench grid pull embedded",
+)
+@click.argument("name")
+@click.option("--mirror", default=None,
+              help="Folder or http(s) URL prefix serving <mirror>/content/<file> and <mirror>/style/<file>.")
+@click.option("--offline", is_flag=True, help="Never use the network (a --mirror folder still works).")
+@user_errors
+def grid_pull_cmd(name, mirror, offline):
+    """Fetch every image of grid NAME into the cache and verify its sha256 (embedded: regenerate styles)."""
+    from sanet_bench.grids import pull
+
+    grid = pull(name, mirror=mirror, offline=True if offline else None)
+    n = f"{len(grid.contents)} content + {len(grid.styles)} style images"
+    click.echo(f"{grid.name}: {n} present and verified")
+
+
 # ---------------------------------------------------------------------------------------------- weights
 @main.group("weights", epilog="\b\nExamples:\n  sanet-bench weights list\n  sanet-bench weights pull sanet adain\n"
             "  sanet-bench weights import ~/Downloads/checkpoints\n  sanet-bench weights verify")

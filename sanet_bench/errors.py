@@ -25,6 +25,10 @@ class ImageError(SanetBenchError):
     """An image cannot be read or has an unusable size."""
 
 
+class GridError(SanetBenchError):
+    """A test grid is unusable: a folder without images, an image not fetched yet, a missing package."""
+
+
 class WeightsError(SanetBenchError):
     """A checkpoint is missing, corrupt or does not match the expected layout."""
 
