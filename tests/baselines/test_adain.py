@@ -39,6 +39,23 @@ def test_parity(case, official):
     assert_close_rel_max(out, c["expected"], c["tol_rel_max"])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_parity_cuda(parity_weights):
+    model = load_method("adain", weights="official", weights_dir=parity_weights("adain"), device="cuda")
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        for case in parity_cases("adain"):
+            c = load_case(case)
+            if c["kind"] != "losses":
+                opts = {"alpha": c["alpha"], "preserve_color": c["preserve_color"]}
+                assert_close_rel_max(
+                    model.stylize(c["content"], c["style"], **opts).cpu(), c["expected"], c["tol_rel_max"]
+                )
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
 def test_coral_matches_target_means_and_is_per_sample():
     g = torch.Generator().manual_seed(0)
     src = torch.rand(2, 3, 20, 24, generator=g)
