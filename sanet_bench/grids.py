@@ -106,7 +106,7 @@ def get_grid(
     ``paper``: images come from the cache or a ``mirror`` folder; missing ones are downloaded when ``fetch``
     (``mirror`` may then also be an http(s) URL prefix serving ``<mirror>/<role>/<file>``), else a
     :class:`GridError` says to run ``sanet-bench grid pull paper``. A file whose sha256 differs from the
-    manifest is a :class:`DownloadError`.
+    manifest is a :class:`DownloadError`. ``$SANET_BENCH_MIRROR`` (the weights' flat mirror) is not used here.
     """
     if name == "embedded":
         return _embedded(regenerate=False)

@@ -184,7 +184,8 @@ def test_paper_not_fetched_tells_how_to_pull():
         img.load(32)
 
 
-def test_paper_pull_offline_without_mirror():
+def test_paper_pull_offline_without_mirror(monkeypatch, tmp_path):
+    monkeypatch.setenv("SANET_BENCH_MIRROR", str(tmp_path))  # the weights' flat mirror is not the grid's
     with pytest.raises(OfflineError) as e:
         pull("paper")
     assert "--mirror" in str(e.value) and "content/" in str(e.value)
@@ -331,3 +332,27 @@ def test_lcm_period_covers_everything_once():
         period = math.lcm(c, s)
         seen = {(k % c, (k + k // period) % s) for k in range(c * s)}
         assert len(seen) == c * s
+
+
+@needs_shared
+def test_paper_pull_from_http_mirror():
+    """An http(s) mirror serves <mirror>/<role>/<file>; a local server stands in for it."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(SHARED_PAPER)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        g = pull("paper", mirror=url, offline=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert all(_sha(i.path) == i.sha256 for i in g.contents + g.styles)
+    assert get_grid("paper").styles[0].path == g.styles[0].path
