@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sanet_bench import sanet
+from sanet_bench.errors import ConfigError
 from sanet_bench.method import Method
 from sanet_bench.nn.stats import gram
 from sanet_bench.nn.vgg import vgg_normalised
@@ -124,6 +125,8 @@ class Gatys(Method):
         self.features.vgg.load_state_dict(full[: len(self.features.vgg)].state_dict())
 
     def _stylize(self, content: Tensor, style: Tensor, alpha: float, iters: int, ratio: float) -> Tensor:
+        if int(iters) != iters or iters < 0 or ratio < 0:
+            raise ConfigError(f"gatys: iters={iters}, ratio={ratio}; use integer iters >= 0 and ratio >= 0")
         outs = []
         for c, s in zip(content.split(1), style.split(1), strict=True):
             with self.stage("encode"):

