@@ -1,0 +1,184 @@
+"""Regression comparison of two profile runs (``sanet-bench compare BASE NEW``).
+
+Cells are matched on (method, size, device type, dtype, flags, options). For each cell present and ``ok`` in
+both runs: the medians, their ratio NEW/BASE, and a one-sided Mann-Whitney U test (scipy) of "NEW's raw
+repeat samples are larger than BASE's". A cell is a **regression** when it is slower than the threshold
+(ratio > 1 + threshold) **and** significant (p < alpha, default 0.05).
+
+The test needs at least 3 repeats in each run, and an exact U test of 3 vs 3 samples cannot reach
+p < 0.05 (its smallest p-value is 1/C(6,3) = 0.05): use 4 or more repeats (``profile``'s default is 5).
+Cells with too few samples are reported as ``too-few-repeats`` and never fail the comparison.
+
+A cell that ran in BASE but failed in NEW (``oom``/``error``/``skipped-after-oom``) is a regression too.
+Runs from different hardware (GPU name on CUDA, CPU model on CPU) are refused unless ``cross_device``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from scipy.stats import mannwhitneyu
+
+from .errors import ConfigError
+from .profiling import device_identity, read_records
+
+MIN_REPEATS = 3
+
+
+def parse_threshold(text: str | float) -> float:
+    """``"5%"`` or ``0.05`` -> 0.05."""
+    raw = str(text).strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ConfigError(f"threshold {text!r} is not a number; write it as 5% or 0.05") from None
+    if not raw.endswith("%") and value >= 1:
+        raise ConfigError(f"threshold {text!r} is ambiguous; write a percentage (5%) or a fraction (0.05)")
+    if value < 0:
+        raise ConfigError(f"threshold {text!r} is negative; write it as 5% or 0.05")
+    return value
+
+
+def cell_key(rec: dict[str, Any]) -> tuple:
+    flags = rec.get("flags") or {}
+    return (
+        rec["method"], int(rec["size"]), str(rec.get("device", "cpu")).split(":")[0],
+        rec.get("dtype", "fp32"),
+        bool(flags.get("channels_last")), bool(flags.get("compile")),
+        json.dumps(rec.get("options") or {}, sort_keys=True),
+    )
+
+
+def cell_name(key: tuple) -> str:
+    method, size, device, dtype, channels_last, compiled, options = key
+    flags = "".join((" channels-last" if channels_last else "", " compile" if compiled else ""))
+    opts = "" if options == "{}" else f" {options}"
+    return f"{method} {size}px {device} {dtype}{flags}{opts}"
+
+
+@dataclass
+class CellComparison:
+    key: tuple
+    # regression | new-failure | slower-ns (slower, not significant) | faster | same | too-few-repeats |
+    # failed (in both) | fixed (failed in base only) | only-base | only-new
+    verdict: str
+    base_status: str | None = None
+    new_status: str | None = None
+    base_median_s: float | None = None
+    new_median_s: float | None = None
+    ratio: float | None = None
+    p_value: float | None = None
+    n_base: int = 0
+    n_new: int = 0
+
+    @property
+    def name(self) -> str:
+        return cell_name(self.key)
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in ("regression", "new-failure")
+
+
+@dataclass
+class Comparison:
+    cells: list[CellComparison]
+    threshold: float
+    alpha: float
+    base_devices: list[str] = field(default_factory=list)
+    new_devices: list[str] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[CellComparison]:
+        return [c for c in self.cells if c.failed]
+
+
+def _one_sided_p(base: list[float], new: list[float]) -> float:
+    """P(new samples this much larger than base | no difference), Mann-Whitney U, one-sided.
+
+    Small samples always use the exact null distribution: scipy's default switches to the normal
+    approximation when there are ties, which reaches p < 0.05 with 3 vs 3 samples where the exact test cannot.
+    """
+    method = "exact" if min(len(base), len(new)) < 8 else "auto"
+    return float(mannwhitneyu(new, base, alternative="greater", method=method).pvalue)
+
+
+def _compare_cell(key, b: dict | None, n: dict | None, threshold: float, alpha: float) -> CellComparison:
+    if b is None or n is None:
+        return CellComparison(key, "only-new" if b is None else "only-base",
+                              base_status=b and b["status"], new_status=n and n["status"])
+    c = CellComparison(key, "", base_status=b["status"], new_status=n["status"],
+                       base_median_s=b.get("median_s"), new_median_s=n.get("median_s"))
+    if b["status"] != "ok" or n["status"] != "ok":
+        c.verdict = "new-failure" if b["status"] == "ok" else ("fixed" if n["status"] == "ok" else "failed")
+        return c
+    bs, ns = list(b.get("samples_s") or []), list(n.get("samples_s") or [])
+    c.n_base, c.n_new = len(bs), len(ns)
+    c.ratio = c.new_median_s / c.base_median_s if c.base_median_s else math.nan
+    if min(c.n_base, c.n_new) < MIN_REPEATS:
+        c.verdict = "too-few-repeats"
+        return c
+    c.p_value = _one_sided_p(bs, ns)
+    if c.ratio > 1 + threshold:
+        c.verdict = "regression" if c.p_value < alpha else "slower-ns"
+    elif c.ratio < 1 - threshold:
+        c.verdict = "faster"
+    else:
+        c.verdict = "same"
+    return c
+
+
+def _devices(records: list[dict[str, Any]]) -> list[str]:
+    return sorted({device_identity(r.get("env") or {}) for r in records})
+
+
+def compare_runs(
+    base: str | os.PathLike, new: str | os.PathLike, threshold: float = 0.05, alpha: float = 0.05,
+    cross_device: bool = False,
+) -> Comparison:
+    """Compare two profile folders (or run folders holding ``profile/``); see the module docstring."""
+    base_recs, new_recs = read_records(base), read_records(new)
+    bdev, ndev = _devices(base_recs), _devices(new_recs)
+    if bdev != ndev and not cross_device:
+        raise ConfigError(
+            f"{base} ran on {', '.join(bdev)} but {new} ran on {', '.join(ndev)}; timings from different "
+            "hardware are not comparable — pass --cross-device to compare anyway"
+        )
+    bmap = {cell_key(r): r for r in base_recs}
+    nmap = {cell_key(r): r for r in new_recs}
+    keys = sorted(set(bmap) | set(nmap))
+    cells = [_compare_cell(k, bmap.get(k), nmap.get(k), threshold, alpha) for k in keys]
+    return Comparison(cells, threshold, alpha, bdev, ndev)
+
+
+def _fmt_s(x: float | None) -> str:
+    return "-" if x is None else f"{x * 1000:.2f} ms" if x < 1 else f"{x:.3f} s"
+
+
+def format_table(comp: Comparison) -> str:
+    """An aligned text table: cell, both medians, ratio, p-value, verdict."""
+    header = ("cell", "base median", "new median", "ratio", "p (U, 1-sided)", "n", "verdict")
+    rows = [header]
+    for c in comp.cells:
+        rows.append((
+            c.name,
+            _fmt_s(c.base_median_s) if c.base_status == "ok" else (c.base_status or "-"),
+            _fmt_s(c.new_median_s) if c.new_status == "ok" else (c.new_status or "-"),
+            "-" if c.ratio is None else f"{c.ratio:.3f}",
+            "-" if c.p_value is None else f"{c.p_value:.3g}",
+            f"{c.n_base}/{c.n_new}" if c.n_base or c.n_new else "-",
+            c.verdict,
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(v.ljust(w) if i == 0 or i == len(header) - 1 else v.rjust(w)
+                       for i, (v, w) in enumerate(zip(r, widths, strict=True))).rstrip() for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    note = (f"regression: ratio > {1 + comp.threshold:.3f} and p < {comp.alpha} (Mann-Whitney U on the raw "
+            f"repeat samples, needs >= {MIN_REPEATS} repeats per run; 3 vs 3 cannot reach p < 0.05)")
+    if comp.base_devices != comp.new_devices:
+        note += f"; CROSS-DEVICE: base {', '.join(comp.base_devices)} vs new {', '.join(comp.new_devices)}"
+    return "\n".join([*lines, "", note])

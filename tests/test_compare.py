@@ -1,0 +1,154 @@
+"""`compare`: cell alignment, the one-sided Mann-Whitney test, the threshold, device refusal, exit codes."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from sanet_bench.compare import compare_runs, format_table, parse_threshold
+from sanet_bench.errors import ConfigError
+from sanet_bench.profiling import ProfileConfig, RecordWriter, profile, summarize
+from sanet_bench.sanet import SANet
+
+CPU = {"device": "cpu", "cpu": "Test CPU 9000", "gpu": None, "threads": 1}
+
+
+def record(method="sanet", size=64, samples=(0.10, 0.11, 0.10, 0.12, 0.10), status="ok", env=CPU, **kw):
+    med, iqr = summarize(list(samples)) if status == "ok" else (None, None)
+    rec = {
+        "method": method, "size": size, "device": "cpu", "dtype": "fp32",
+        "flags": {"channels_last": False, "compile": False}, "options": {}, "status": status,
+        "samples_s": list(samples) if status == "ok" else [], "median_s": med, "iqr_s": iqr, "env": env,
+    }
+    rec.update(kw)
+    return rec
+
+
+def write_run(path, records):
+    w = RecordWriter(path, {"kind": "test"})
+    for r in records:
+        w.add(r)
+    return path
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, ["compare", *map(str, args)])
+
+
+def test_equal_runs_pass(tmp_path):
+    base = write_run(tmp_path / "a", [record(), record("adain")])
+    new = write_run(tmp_path / "b", [record(samples=(0.11, 0.10, 0.10, 0.10, 0.12)), record("adain")])
+    res = run_cli(base, new)
+    assert res.exit_code == 0, res.output
+    assert "sanet 64px cpu fp32" in res.output and "adain 64px cpu fp32" in res.output
+
+
+def test_significant_slowdown_fails_naming_the_cell(tmp_path):
+    base = write_run(tmp_path / "a", [record(), record("adain")])
+    new = write_run(tmp_path / "b", [record(samples=(0.15, 0.16, 0.15, 0.17, 0.16)), record("adain")])
+    res = run_cli(base, new)
+    assert res.exit_code == 1
+    assert "REGRESSION in 1 cell(s): sanet 64px cpu fp32 (regression)" in res.stderr
+    comp = compare_runs(base, new)
+    [reg] = comp.regressions
+    assert reg.ratio == pytest.approx(0.16 / 0.10) and reg.p_value < 0.05
+
+
+def test_three_vs_three_repeats_cannot_be_significant(tmp_path):
+    base = write_run(tmp_path / "a", [record(samples=(0.10, 0.10, 0.11))])
+    new = write_run(tmp_path / "b", [record(samples=(0.20, 0.21, 0.22))])
+    [cell] = compare_runs(base, new).cells
+    assert cell.p_value == pytest.approx(0.05)  # exact U test, 1/C(6,3)
+    assert cell.verdict == "slower-ns" and run_cli(base, new).exit_code == 0
+
+
+def test_fewer_than_three_repeats_are_not_tested(tmp_path):
+    base = write_run(tmp_path / "a", [record(samples=(0.10, 0.10))])
+    new = write_run(tmp_path / "b", [record(samples=(0.50, 0.50))])
+    [cell] = compare_runs(base, new).cells
+    assert cell.verdict == "too-few-repeats" and cell.p_value is None
+
+
+def test_threshold_decides_what_counts(tmp_path):
+    base = write_run(tmp_path / "a", [record(samples=(1.00, 1.001, 1.002, 1.003, 1.004))])
+    new = write_run(tmp_path / "b", [record(samples=(1.03, 1.031, 1.032, 1.033, 1.034))])  # 3 % slower
+    assert run_cli(base, new).exit_code == 0  # default 5 %
+    res = run_cli(base, new, "--threshold", "2%")
+    assert res.exit_code == 1 and "sanet 64px" in res.stderr
+
+
+def test_new_failure_is_a_regression_and_unmatched_cells_are_listed(tmp_path):
+    base = write_run(tmp_path / "a", [record(size=64), record(size=128), record("wct")])
+    new = write_run(tmp_path / "b", [record(size=64), record(size=128, status="oom"), record("gatys")])
+    verdicts = {c.name: c.verdict for c in compare_runs(base, new).cells}
+    assert verdicts["sanet 128px cpu fp32"] == "new-failure"
+    assert verdicts["wct 64px cpu fp32"] == "only-base" and verdicts["gatys 64px cpu fp32"] == "only-new"
+    res = run_cli(base, new)
+    assert res.exit_code == 1 and "sanet 128px cpu fp32 (new-failure)" in res.stderr
+
+
+def test_cells_differ_by_dtype_flags_and_options(tmp_path):
+    base = write_run(tmp_path / "a", [record(), record(dtype="bf16"), record("gatys", options={"iters": 10})])
+    new = write_run(tmp_path / "b", [record(flags={"channels_last": True, "compile": False}),
+                                     record("gatys", options={"iters": 20})])
+    names = {c.name: c.verdict for c in compare_runs(base, new).cells}
+    assert names['gatys 64px cpu fp32 {"iters": 10}'] == "only-base"
+    assert names["sanet 64px cpu fp32 channels-last"] == "only-new"
+    assert names["sanet 64px cpu bf16"] == "only-base"
+
+
+def test_different_hardware_is_refused_unless_asked(tmp_path):
+    base = write_run(tmp_path / "a", [record()])
+    new = write_run(tmp_path / "b", [record(env={**CPU, "cpu": "Other CPU 1"})])
+    res = run_cli(base, new)
+    assert res.exit_code == 2
+    assert res.stderr.count("\n") == 1 and "--cross-device" in res.stderr and "Other CPU 1" in res.stderr
+    res = run_cli(base, new, "--cross-device")
+    assert res.exit_code == 0 and "CROSS-DEVICE" in res.output
+
+
+def test_missing_run_is_a_user_error(tmp_path):
+    base = write_run(tmp_path / "a", [record()])
+    res = run_cli(base, tmp_path / "nothing")
+    assert res.exit_code == 2 and "no records.jsonl" in res.stderr
+
+
+@pytest.mark.parametrize("text, value", [("5%", 0.05), ("0.1", 0.1), ("12.5%", 0.125), (0.02, 0.02)])
+def test_parse_threshold(text, value):
+    assert parse_threshold(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["5", "abc", "-1%"])
+def test_parse_threshold_rejects(text):
+    with pytest.raises(ConfigError):
+        parse_threshold(text)
+
+
+def test_table_is_aligned(tmp_path):
+    base = write_run(tmp_path / "a", [record(), record("avatar-net", size=512)])
+    comp = compare_runs(base, base)
+    lines = format_table(comp).splitlines()
+    assert lines[0].startswith("cell") and set(lines[1]) == {"-"}
+    assert lines[2].index("same") == lines[3].index("same")
+
+
+def test_profiled_method_slowed_on_purpose_is_caught(tmp_path, monkeypatch):
+    cfg = ProfileConfig(
+        methods=["sanet", "adain"], sizes=[64], repeats=4, warmup=0, isolate=False, threads=1,
+        count_flops=False,
+    )
+    profile(cfg, tmp_path / "base")
+    real = SANet._stylize
+
+    def slow(self, *args, **kw):  # three times the work: ~3x, whatever the machine's load
+        for _ in range(2):
+            real(self, *args, **kw)
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(SANet, "_stylize", slow)
+    profile(cfg, tmp_path / "slow")
+    res = run_cli(tmp_path / "base", tmp_path / "slow", "--threshold", "50%")
+    assert res.exit_code == 1
+    # adain is not asserted either way: other jobs on a shared test machine can slow any cell
+    assert "sanet 64px cpu fp32 (regression)" in res.stderr
