@@ -334,6 +334,92 @@ def weights_convert_cmd(method, ckpt, out):
 # ---------------------------------------------------------------------------------------------- run
 
 # ---------------------------------------------------------------------------------------------- profile / compare
+@main.command(
+    "profile",
+    epilog="\b\nExamples:\n  sanet-bench profile --weights random --sizes 256,512\n"
+    "  sanet-bench profile --methods sanet,adain --device cuda --dtype fp16 --channels-last \\\n"
+    "      --sizes 512,1024,2048\n"
+    "  sanet-bench profile --methods gatys --option gatys.iters=20 --repeats 3 --out runs/gatys-prof\n"
+    "\b\nOn CPU each (method, size) runs in a fresh process so its peak RSS is its own; see\n"
+    "sanet_bench/profiling.py for the timing, memory and FLOP conventions.",
+)
+@click.option("--methods", callback=csv_strs, default=None, help="Comma-separated; default: all registered.")
+@click.option("--sizes", callback=csv_ints, default="256,512", show_default=True, help="Content = style px.")
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--channels-last", is_flag=True, help="Model and inputs in channels_last memory format.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the method (stages not split).")
+@click.option("--repeats", type=int, default=5, show_default=True, help="Timed calls (>=4 to compare).")
+@click.option("--warmup", type=int, default=1, show_default=True, help="Untimed calls before timing.")
+@click.option("--weights", default="random", show_default=True, help="random | official (timings: either)")
+@click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help="Official files.")
+@click.option("--threads", type=int, default=None, help="torch threads per cell; default: torch's.")
+@click.option("--isolate/--no-isolate", default=None, help="Fresh process per cell (default: on CPU only).")
+@click.option("--option", "options", multiple=True, help="METHOD.KEY=VALUE, e.g. gatys.iters=20.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="default runs/profile-<time>.")
+@user_errors
+def profile_cmd(methods, sizes, device, dtype, channels_last, compile_, repeats, warmup, weights, weights_dir,
+                threads, isolate, options, out):
+    """Time each method's stylize per size: median/IQR, stages, peak memory, FLOPs (records.jsonl)."""
+    from sanet_bench.errors import ConfigError
+    from sanet_bench.profiling import ProfileConfig, default_out_dir, profile
+
+    method_options: dict = {}
+    for key, value in parse_options(options).items():
+        if "." not in key:
+            raise ConfigError(f"--option {key}={value}: name the method, METHOD.KEY=VALUE (gatys.iters=20)")
+        m, k = key.split(".", 1)
+        method_options.setdefault(m, {})[k] = value
+    cfg = ProfileConfig(
+        methods=methods or [], sizes=sizes, device=device, dtype=dtype, channels_last=channels_last,
+        compile=compile_, repeats=repeats, warmup=warmup, weights=weights,
+        weights_dir=str(weights_dir) if weights_dir else None, threads=threads, isolate=isolate,
+        method_options=method_options,
+    )
+    out = out or default_out_dir()
+
+    def echo(r: dict) -> None:
+        if r["status"] != "ok":
+            click.echo(f"{r['method']:<11} {r['size']:>5}px  {r['status']}: {r['error']}")
+            return
+        mem = "-" if r["peak_mem_bytes"] is None else f"{r['peak_mem_bytes'] / 2**20:.0f} MiB"
+        gfs = "-" if r["gflops_per_s"] is None else f"{r['gflops_per_s']:.1f}"
+        stages = " ".join(f"{k} {v * 1000:.1f}" for k, v in r["stages"].items())
+        click.echo(
+            f"{r['method']:<11} {r['size']:>5}px  median {r['median_s'] * 1000:9.1f} ms"
+            f"  IQR {r['iqr_s'] * 1000:7.1f} ms  peak {mem:>9}  GFLOP/s {gfs:>6}"
+            f"{'  [' + stages + ' ms]' if stages else ''}"
+        )
+
+    profile(cfg, out, echo=echo)
+    click.echo(f"records: {Path(out) / 'records.jsonl'}")
+
+
+@main.command(
+    "compare",
+    epilog="\b\nExamples:\n  sanet-bench compare runs/profile-base runs/profile-new\n"
+    "  sanet-bench compare base/ new/ --threshold 10%\n"
+    "  sanet-bench compare cpu-run/ gpu-run/ --cross-device\n"
+    "\b\nExit status: 0 no regression; 1 a cell is slower than the threshold and significant\n"
+    "(one-sided Mann-Whitney U on the repeat samples, p < 0.05; needs >= 3 repeats per run, and\n"
+    "3 vs 3 cannot reach p < 0.05: profile with --repeats 4 or more) or newly fails; 2 user error.",
+)
+@click.argument("base", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--threshold", default="5%", show_default=True, help="Slow-down that counts: 5% or 0.05.")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="Significance level (U test).")
+@click.option("--cross-device", is_flag=True, help="Compare runs from different GPU/CPU models anyway.")
+@user_errors
+def compare_cmd(base, new, threshold, alpha, cross_device):
+    """Compare two profile runs cell by cell; exit 1 on a significant slow-down."""
+    from sanet_bench.compare import compare_runs, format_table, parse_threshold
+
+    comp = compare_runs(base, new, parse_threshold(threshold), alpha=alpha, cross_device=cross_device)
+    click.echo(format_table(comp))
+    if comp.regressions:
+        names = "; ".join(f"{c.name} ({c.verdict})" for c in comp.regressions)
+        click.echo(f"REGRESSION in {len(comp.regressions)} cell(s): {names}", err=True)
+        sys.exit(1)
 
 # ---------------------------------------------------------------------------------------------- report
 
