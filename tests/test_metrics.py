@@ -11,13 +11,14 @@ from sanet_bench import load_method
 from sanet_bench.errors import WeightsError
 from sanet_bench.metrics import Networks, evaluate, needs_of, quantise
 from sanet_bench.metrics.lpips_metric import lpips_distance
-from sanet_bench.metrics.networks import ALEXNET, VGG, alexnet_weights_path, build_lpips, load_metric_encoder
+from sanet_bench.metrics.networks import ALEXNET, VGG, build_lpips, load_metric_encoder
 from sanet_bench.metrics.ssim import ssim_luminance
 from sanet_bench.metrics.vgg_losses import content_loss, content_loss_raw, style_loss, style_loss_gram
 from sanet_bench.nn.stats import mean_variance_norm
 from sanet_bench.nn.vgg import OFFLINE_VGG_ID, VGGEncoder, vgg_normalised
 from sanet_bench.registry import metric_specs
 from sanet_bench.sanet import sanet_losses
+from sanet_bench.weights import alexnet_path
 
 ALL = ["content_loss", "content_loss_raw", "lpips", "ssim", "style_loss", "style_loss_gram"]
 
@@ -133,8 +134,8 @@ def test_lpips_built_from_hub_cache_file(monkeypatch, tmp_path):
     ref = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False).eval()
     backbone = {f"features.{k.split('.', 1)[1]}": v for k, v in ref.net.state_dict().items()}
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    alexnet_weights_path().parent.mkdir(parents=True)
-    torch.save(backbone, alexnet_weights_path())  # the features part of torchvision's layout suffices
+    alexnet_path().parent.mkdir(parents=True)
+    torch.save(backbone, alexnet_path())  # the features part of torchvision's layout suffices
     nets = Networks.load({ALEXNET})
     assert ALEXNET not in nets.missing
     x, y = _img(1), _img(2)

@@ -24,18 +24,12 @@ from torch import Tensor, nn
 from ..errors import WeightsError
 from ..nn import vgg as vgg_mod
 from ..nn.vgg import VGGEncoder
-from ..weights import cache_dir, load_strict, read_state_dict, sha256_file
+from ..weights import alexnet_path, cache_dir, load_strict, read_state_dict, sha256_file
 
 VGG = "vgg19-normalised"
 ALEXNET = "alexnet-imagenet"
 VGG_FILE = "vgg_normalised.pth"
 VGG_CACHES = ("sanet", "adain", "gatys")
-ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"  # AlexNet_Weights.IMAGENET1K_V1
-
-
-def alexnet_weights_path() -> Path:
-    """Where torchvision keeps the ImageNet AlexNet file: ``torch.hub.get_dir()/checkpoints/<name>``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(ALEXNET_URL)
 
 
 def find_official_vgg(weights_dir: str | os.PathLike | None = None) -> Path | None:
@@ -101,7 +95,7 @@ def build_lpips(backbone: Mapping[str, Tensor]) -> nn.Module:
 
 
 def load_lpips() -> tuple[nn.Module | None, str | None]:
-    path = alexnet_weights_path()
+    path = alexnet_path()
     if not path.is_file():
         return None, f"AlexNet ImageNet weights not in {path}; run `sanet-bench weights pull`"
     state = read_state_dict(path, "torchvision's ImageNet AlexNet (alexnet-owt-7be5be79.pth)")

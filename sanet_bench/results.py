@@ -1,0 +1,256 @@
+"""Run results: the row schema, the append-only JSONL store, the CSV view, the manifest and the summary.
+
+A run folder holds:
+
+* ``results.jsonl`` — the source of truth: one JSON object per line, one line per finished cell attempt,
+  appended with a single ``write`` + fsync, so an interrupted run never leaves a half row (a trailing
+  partial line, e.g. after a crash of the disk layer, is ignored on reading and cut off before appending).
+  A cell retried later (a failure rerun) appends a new line; the latest line of a cell wins.
+* ``results.csv`` — the same table, flattened, regenerated atomically from the JSONL after every run.
+* ``manifest.json`` — the config and its hash, environment (versions, device, commit), grid images,
+  metric contracts, the metric encoder and each method's weights identity.
+* ``images/<method>/<size>/<content>__<style>__a<alpha>.png`` — the outputs (written atomically).
+
+Columns of :func:`load` (one row per cell, README-ready):
+
+============== ===========================================================================================
+key            ``method|content|style|size|alpha`` — the cell's identity
+method         registered method name
+content, style grid image names
+size           content size in px (by the run's resize policy); ``style_size`` the style's
+alpha          content-style trade-off used (the method's default when the config lists none)
+status         ``ok`` or ``failed``
+error          one-line reason of a failure (unreadable image, out of memory, NaN output, missing weights)
+<metric>       one column per metric (``content_loss``, ``content_loss_raw``, ``style_loss``,
+               ``style_loss_gram``, ``lpips``, ``ssim``); NaN when failed or missing
+missing        ``metric: reason; ...`` for metrics that could not be computed (e.g. LPIPS without AlexNet)
+seconds        stylize wall time of the cell (device synchronised), excluding image IO and metrics
+seconds_total  the whole cell: image loading, stylize, metrics, saving
+height, width  output size in px
+output         output PNG path relative to the run folder
+weights        ``official`` or ``random``
+weights_id     official: ``file=sha256;...``; random: ``random(seed=N)`` — never quality numbers
+encoder        what computed the VGG metrics: ``official vgg_normalised.pth sha256=...`` or the offline
+               encoder's loud id (values then NOT comparable with papers)
+device         torch device of the cell
+seed           the cell's torch seed (from the run seed and the key)
+config_hash    identity of the run config that produced the row
+finished       UTC time the row was written
+============== ===========================================================================================
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import SanetBenchError
+from .images import atomic_write_bytes
+
+RESULTS = "results.jsonl"
+CSV = "results.csv"
+MANIFEST = "manifest.json"
+KEY_COLUMNS = ("method", "content", "style", "size", "alpha")
+FRONT = ("key", *KEY_COLUMNS, "style_size", "status", "error")
+BACK = (
+    "missing", "seconds", "seconds_total", "height", "width", "output", "weights", "weights_id", "encoder",
+    "device", "seed", "config_hash", "finished",
+)
+
+
+class ResultsError(SanetBenchError):
+    """A results folder is unusable: corrupt JSONL, or it holds a run with another config."""
+
+
+def cell_key(method: str, content: str, style: str, size: int, alpha: float) -> str:
+    return f"{method}|{content}|{style}|{int(size)}|{float(alpha):g}"
+
+
+def _path(run_dir: str | os.PathLike, name: str) -> Path:
+    p = Path(run_dir)
+    return p if p.name == name else p / name
+
+
+def read_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every complete row of ``results.jsonl`` in file order (a trailing partial line is ignored)."""
+    path = _path(run_dir, RESULTS)
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines and lines[-1] != b"":
+        lines = lines[:-1]  # no newline yet: a write that did not finish
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise ResultsError(
+                f"{path}: line {n} is not valid JSON; the file was edited or damaged — remove that line or "
+                "rerun with --overwrite"
+            ) from None
+    return rows
+
+
+def repair(run_dir: str | os.PathLike) -> int:
+    """Cut a trailing partial line off ``results.jsonl`` before appending; returns the bytes removed."""
+    path = _path(run_dir, RESULTS)
+    if not path.is_file():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return len(data) - keep
+
+
+class RowWriter:
+    """Appends rows to ``results.jsonl``: each row is one ``os.write`` of a full line, then fsync."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        path = _path(run_dir, RESULTS)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repair(path)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, row: dict[str, Any]) -> None:
+        data = (json.dumps(_json_safe(row), sort_keys=True, allow_nan=False) + "\n").encode()
+        view = memoryview(data)
+        while view:  # a regular file takes it in one write; loop only for the pathological short write
+            view = view[os.write(self.fd, view) :]
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v
+
+
+def latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last row of each cell, in the order cells first appeared."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        out[r["key"]] = r  # a dict keeps a key's first position when its value is replaced
+    return list(out.values())
+
+
+def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Flatten rows (metrics to columns, ``missing`` to ``metric: reason; ...``) in the documented order."""
+    metric_names: list[str] = []
+    flat = []
+    for r in rows:
+        d = {k: v for k, v in r.items() if k not in ("metrics", "missing")}
+        for name, value in (r.get("metrics") or {}).items():
+            if name not in metric_names:
+                metric_names.append(name)
+            d[name] = value
+        d["missing"] = "; ".join(f"{k}: {v}" for k, v in sorted((r.get("missing") or {}).items())) or None
+        flat.append(d)
+    cols = [*FRONT, *sorted(metric_names), *BACK]
+    df = pd.DataFrame(flat)
+    for c in cols:
+        if c not in df.columns:
+            df[c] = None
+    extra = [c for c in df.columns if c not in cols]
+    df = df[cols + extra]
+    for c in metric_names:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    return df
+
+
+def load(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """The run's table: one row per cell (its latest attempt), columns as documented in the module doc."""
+    return to_frame(latest(read_rows(run_dir)))
+
+
+def write_csv(run_dir: str | os.PathLike) -> Path:
+    """Regenerate ``results.csv`` from the JSONL, atomically."""
+    buf = io.StringIO()
+    load(run_dir).to_csv(buf, index=False)
+    path = Path(run_dir) / CSV
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return path
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    known = set(FRONT) | set(BACK)
+    return [c for c in df.columns if c not in known and pd.api.types.is_float_dtype(df[c])]
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Method x metric: mean and std over the method's successful cells, plus ok / failed counts."""
+    ok = df[df["status"] == "ok"]
+    metrics = metric_columns(df)
+    stats = ok.groupby("method")[metrics].agg(["mean", "std"]) if metrics else pd.DataFrame()
+    counts = df.groupby("method")["status"].value_counts().unstack(fill_value=0)
+    for s in ("ok", "failed"):
+        if s not in counts:
+            counts[s] = 0
+    counts.columns = pd.MultiIndex.from_tuples([("cells", c) for c in counts.columns])
+    return counts[[("cells", "ok"), ("cells", "failed")]].join(stats, how="left")
+
+
+def format_summary(df: pd.DataFrame) -> str:
+    """The summary as a plain-text table: ``mean ± std`` per metric (``-`` where nothing was computed)."""
+    if df.empty:
+        return "no results"
+    s = summary(df)
+    metrics = metric_columns(df)
+    header = ["method", "ok", "failed", *metrics]
+    lines = []
+    for method, row in s.iterrows():
+        cells = [str(method), str(int(row[("cells", "ok")])), str(int(row[("cells", "failed")]))]
+        for m in metrics:
+            mean, std = row.get((m, "mean")), row.get((m, "std"))
+            if mean is None or pd.isna(mean):
+                cells.append("-")
+            else:
+                cells.append(f"{mean:.4g} ± {0.0 if pd.isna(std) else std:.2g}")
+        lines.append(cells)
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(fmt.format(*r).rstrip() for r in [header, *lines])
+
+
+def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise ResultsError(f"{path}: not valid JSON; delete it or rerun with --overwrite") from None
+
+
+def write_manifest(run_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    path = Path(run_dir) / MANIFEST
+    atomic_write_bytes(path, (json.dumps(_json_safe(manifest), indent=2, sort_keys=True) + "\n").encode())
+    return path

@@ -1,0 +1,401 @@
+"""The grid run: every (method, content, style, size, alpha) cell stylized, scored and recorded.
+
+``run(cfg)`` checks the whole config before the first cell (a user error then stops with nothing written),
+loads each method once, and for each cell: seeds torch from the cell key, loads the two images (content at
+``size``, style at ``cfg.style_size`` or ``size``, both by ``cfg.resize``), stylizes, computes the metrics
+on the saved 8-bit output, writes the PNG atomically and appends one row (see :mod:`sanet_bench.results`).
+
+Resume: rerunning the same config on the same folder skips the cells whose latest row is ``ok``; failed cells
+are retried. A folder holding a run with another config is an error unless ``overwrite``. The identity of a
+config is :func:`run_hash`: :func:`sanet_bench.config.config_hash` of the config without ``out``, ``report``
+and ``profile``, which do not change any row. A kill (Ctrl-C or SIGKILL) loses at most the cell in flight.
+
+A failing cell — unreadable image, out of memory, NaN output, missing weights, or a method that cannot be
+loaded — becomes a ``failed`` row with a one-line error and the run goes on (tracebacks of unexpected
+exceptions go to ``errors.log``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from . import results
+from .api import load_method, resolve_device
+from .config import RunConfig, config_hash, to_dict
+from .errors import ConfigError, SanetBenchError
+from .images import POLICIES, save_image
+from .metrics import Networks, evaluate, needs_of
+from .provenance import environment
+from .registry import get_method_spec, get_metric_spec, metric_specs
+
+OOM_HINT = "lower --sizes, use --device cpu or free device memory"
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str
+    content: Any  # GridImage
+    style: Any  # GridImage
+    size: int
+    style_size: int
+    alpha: float
+
+    @property
+    def key(self) -> str:
+        return results.cell_key(self.method, self.content.name, self.style.name, self.size, self.alpha)
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    cells: int  # in the grid
+    skipped: int  # already done before this call
+    ok: int  # finished ok in this call
+    failed: int  # failed in this call
+    table: Any  # pandas.DataFrame of the whole run (results.load)
+
+    @property
+    def any_failed(self) -> bool:
+        return bool((self.table["status"] == "failed").any()) if len(self.table) else False
+
+
+def run_hash(cfg: RunConfig) -> str:
+    return config_hash(dataclasses.replace(cfg, out="", report=False, profile=False))
+
+
+def cell_seed(run_seed: int, key: str) -> int:
+    return int(hashlib.sha256(f"{run_seed}|{key}".encode()).hexdigest()[:8], 16)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def output_path(cell: Cell) -> Path:
+    """Relative path of a cell's PNG inside the run folder."""
+    return Path("images") / cell.method / str(cell.size) / (
+        f"{_safe(cell.content.name)}__{_safe(cell.style.name)}__a{cell.alpha:g}.png"
+    )
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def validate(cfg: RunConfig) -> tuple[list[str], list[str]]:
+    """Canonical method and metric names; any problem with ``cfg`` is a :class:`ConfigError`."""
+    resolve_device(cfg.device)
+    if not cfg.methods:
+        raise ConfigError("no methods to run; list some with --methods (see `sanet-bench methods`)")
+    methods = list(dict.fromkeys(get_method_spec(m).name for m in cfg.methods))
+    metrics = list(dict.fromkeys(get_metric_spec(m).name for m in cfg.metrics)) or sorted(metric_specs())
+    if not cfg.sizes or any(s <= 0 for s in cfg.sizes):
+        raise ConfigError(f"sizes must be positive integers, got {cfg.sizes}; e.g. --sizes 256,512")
+    if cfg.style_size is not None and cfg.style_size <= 0:
+        raise ConfigError(f"style_size must be positive, got {cfg.style_size}")
+    bad = [a for a in cfg.alphas if not 0.0 <= a <= 1.0]
+    if bad:
+        raise ConfigError(f"alphas must be in [0, 1], got {bad}; e.g. --alpha 0.5,1")
+    if cfg.resize not in POLICIES:
+        raise ConfigError(f"unknown resize policy {cfg.resize!r}; choose one of {', '.join(POLICIES)}")
+    for name, opts in cfg.method_options.items():
+        spec = get_method_spec(name)
+        unknown = sorted(set(opts) - {o.name for o in spec.options})
+        if unknown:
+            known = ", ".join(o.name for o in spec.options) or "none"
+            raise ConfigError(f"method_options.{name}: no option {', '.join(unknown)}; supported: {known}")
+    for m in methods:
+        if cfg.weights not in get_method_spec(m).weights_kinds:
+            kinds = ", ".join(get_method_spec(m).weights_kinds)
+            raise ConfigError(f"{m}: unknown weights {cfg.weights!r}; choose one of {kinds}")
+    return methods, metrics
+
+
+def plan(cfg: RunConfig, methods: list[str], grid: Any) -> list[Cell]:
+    """Cells method-major, then size, alpha and the grid's pairs (content-major)."""
+    pairs = grid.pairs(cfg.max_pairs)
+    cells = []
+    for m in methods:
+        alphas = cfg.alphas or [get_method_spec(m).default_alpha]
+        for size in cfg.sizes:
+            for alpha in alphas:
+                for c, s in pairs:
+                    cells.append(Cell(m, c, s, int(size), int(cfg.style_size or size), float(alpha)))
+    return cells
+
+
+def _prepare_dir(run_dir: Path, h: str, overwrite: bool) -> None:
+    for tmp in [*run_dir.glob(".*.tmp"), *run_dir.glob("images/**/.*.tmp")]:  # left by a kill mid-write
+        tmp.unlink()
+    manifest = results.read_manifest(run_dir)
+    rows = results.read_rows(run_dir) if manifest is None else []
+    other = (manifest is not None and manifest.get("config_hash") != h) or any(
+        r.get("config_hash") != h for r in rows
+    )
+    if other and not overwrite:
+        raise results.ResultsError(
+            f"{run_dir}: holds a run with a different config; pass --overwrite to replace it or --out NEW_DIR"
+        )
+    if other or (overwrite and (manifest is not None or rows)):
+        for name in (results.RESULTS, results.CSV, results.MANIFEST, "errors.log"):
+            (run_dir / name).unlink(missing_ok=True)
+        images = run_dir / "images"
+        if images.is_dir():
+            for p in sorted(images.rglob("*.png"), reverse=True):
+                p.unlink()
+
+
+# ------------------------------------------------------------------------------------------------ cells
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, SanetBenchError):
+        return str(e)
+    msg = " ".join(str(e).split())[:300]
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def _is_oom(e: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(e, oom) or (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _weights_id(info: dict[str, Any]) -> str:
+    if info.get("files"):
+        return ";".join(f"{n}={sha}" for n, sha in sorted(info["files"].items()))
+    if info.get("source") == "random":
+        return f"random(seed={info.get('seed')})"
+    return str(info.get("source"))
+
+
+class _ImageCache:
+    """Grid images decoded once per (role, name, size) for the whole run (grids are small)."""
+
+    def __init__(self, policy: str):
+        self.policy = policy
+        self.cache: dict[tuple[str, str, int], torch.Tensor] = {}
+
+    def get(self, img: Any, size: int) -> torch.Tensor:
+        k = (img.role, img.name, size)
+        if k not in self.cache:
+            self.cache[k] = img.load(size, self.policy)
+        return self.cache[k]
+
+
+def _base_row(cell: Cell, cfg: RunConfig, h: str, device: torch.device) -> dict[str, Any]:
+    return {
+        "key": cell.key, "method": cell.method, "content": cell.content.name, "style": cell.style.name,
+        "size": cell.size, "style_size": cell.style_size, "alpha": cell.alpha, "device": str(device),
+        "seed": cell_seed(cfg.seed, cell.key), "config_hash": h, "weights": cfg.weights,
+    }
+
+
+def _failed(row: dict[str, Any], error: str, metrics: list[str]) -> dict[str, Any]:
+    row.update(status="failed", error=error, metrics={m: None for m in metrics}, missing={})
+    return row
+
+
+def run_cell(
+    cell: Cell, model: Any, cfg: RunConfig, nets: Networks, metrics: list[str], images: _ImageCache,
+    run_dir: Path, row: dict[str, Any],
+) -> dict[str, Any]:
+    """Stylize, score and save one cell; returns the completed row (status ok)."""
+    t0 = time.perf_counter()
+    torch.manual_seed(row["seed"])
+    content = images.get(cell.content, cell.size)
+    style = images.get(cell.style, cell.style_size)
+    device = model.device
+    _sync(device)
+    t1 = time.perf_counter()
+    out = model.stylize(content, style, alpha=cell.alpha, **cfg.method_options.get(cell.method, {}))
+    _sync(device)
+    seconds = time.perf_counter() - t1
+    if not torch.isfinite(out).all():
+        raise FloatingPointError(f"{cell.method} output has NaN/Inf at {cell.size} px; check the weights")
+    out = out.detach()
+    values, missing = evaluate(out, content, style, nets, metrics)
+    rel = output_path(cell)
+    save_image(out.cpu(), run_dir / rel)
+    row.update(
+        status="ok", error=None, metrics=values, missing=missing, seconds=seconds,
+        seconds_total=time.perf_counter() - t0, height=int(out.shape[-2]), width=int(out.shape[-1]),
+        output=str(rel),
+    )
+    return row
+
+
+# ------------------------------------------------------------------------------------------------ run
+def run(
+    cfg: RunConfig,
+    *,
+    overwrite: bool = False,
+    grid: Any = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> RunSummary:
+    """Run the grid of ``cfg`` into ``cfg.out`` (resuming there); see the module doc."""
+    say = echo or (lambda s: None)
+    methods, metrics = validate(cfg)
+    if grid is None:
+        from .grids import get_grid
+
+        grid = get_grid(cfg.grid)
+    cells = plan(cfg, methods, grid)
+    if not cells:
+        raise ConfigError(f"grid {cfg.grid!r} gives no (content, style) pairs; check the grid and max_pairs")
+    device = resolve_device(cfg.device)
+    nets = Networks.load(needs_of(metrics), cfg.weights_dir, device)
+    h = run_hash(cfg)
+    run_dir = Path(cfg.out).expanduser()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_dir(run_dir, h, overwrite)
+
+    done = {r["key"] for r in results.latest(results.read_rows(run_dir)) if r.get("status") == "ok"}
+    manifest = results.read_manifest(run_dir) or {
+        "created": _now(), "config": to_dict(cfg), "config_hash": h, "weights": {}, "sessions": [],
+    }
+    manifest.update(
+        config=to_dict(cfg), config_hash=h, environment=environment(device), grid=_grid_info(grid),
+        metrics={m: _metric_info(m) for m in metrics}, encoder=nets.encoder_id, missing_networks=nets.missing,
+        cells=len(cells),
+    )
+    manifest["sessions"].append({"started": _now(), "skipped": sum(c.key in done for c in cells)})
+    results.write_manifest(run_dir, manifest)
+    if nets.missing:
+        for need, reason in nets.missing.items():
+            say(f"warning: metrics needing {need} are missing: {reason}")
+    if "offline" in nets.encoder_id:
+        say(f"warning: VGG metrics use {nets.encoder_id}")
+
+    todo = [c for c in cells if c.key not in done]
+    ok = failed = 0
+    interrupted = True
+    images = _ImageCache(cfg.resize)
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress)
+    try:
+        with results.RowWriter(run_dir) as writer:
+            for method in methods:
+                mine = [c for c in todo if c.method == method]
+                if not mine:
+                    continue
+                model, load_error = _load(method, cfg, device)
+                manifest["weights"][method] = (
+                    model.weights_info if model is not None else {"source": cfg.weights, "error": load_error}
+                )
+                results.write_manifest(run_dir, manifest)
+                for cell in mine:
+                    bar.set_postfix_str(f"{cell.method} {cell.size}px", refresh=False)
+                    row = _base_row(cell, cfg, h, device)
+                    row.update(encoder=nets.encoder_id, weights_id=_weights_id(manifest["weights"][method]))
+                    if model is None:
+                        row = _failed(row, load_error or "method not loaded", metrics)
+                    else:
+                        try:
+                            row = run_cell(cell, model, cfg, nets, metrics, images, run_dir, row)
+                        except Exception as e:  # a failing cell is a row; the grid goes on
+                            row = _failed(row, _cell_error(e, cell, device, run_dir), metrics)
+                    row["finished"] = _now()
+                    writer.append(row)
+                    ok += row["status"] == "ok"
+                    failed += row["status"] == "failed"
+                    bar.update(1)
+                del model
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+        interrupted = False
+    finally:
+        bar.close()
+        results.write_csv(run_dir)
+        manifest["sessions"][-1].update(finished=_now(), ok=ok, failed=failed, interrupted=interrupted)
+        results.write_manifest(run_dir, manifest)
+    post_run(cfg, run_dir)
+    return RunSummary(run_dir, len(cells), len(cells) - len(todo), ok, failed, results.load(run_dir))
+
+
+def _load(method: str, cfg: RunConfig, device: torch.device) -> tuple[Any, str | None]:
+    try:
+        kw = {"weights": cfg.weights, "weights_dir": cfg.weights_dir, "seed": cfg.seed, "device": device}
+        return load_method(method, **kw), None
+    except SanetBenchError as e:
+        return None, str(e)
+    except Exception as e:
+        if _is_oom(e):
+            return None, f"{method}: out of memory loading the model on {device}; {OOM_HINT}"
+        raise
+
+
+def _cell_error(e: Exception, cell: Cell, device: torch.device, run_dir: Path) -> str:
+    if _is_oom(e):
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return f"out of memory at {cell.size} px on {device}; {OOM_HINT}"
+    if isinstance(e, (SanetBenchError, FloatingPointError)):
+        return _one_line(e)
+    with open(run_dir / "errors.log", "a") as f:  # an unexpected exception: keep the traceback for a report
+        f.write(f"--- {_now()} {cell.key}\n{traceback.format_exc()}\n")
+    return f"{_one_line(e)} (unexpected; traceback in errors.log)"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _grid_info(grid: Any) -> dict[str, Any]:
+    def img(i: Any) -> dict[str, Any]:
+        return {
+            "name": i.name, "path": str(i.path) if i.path else None, "sha256": i.sha256,
+            "provenance": i.provenance, "url": i.url,
+        }
+
+    return {
+        "name": getattr(grid, "name", None),
+        "contents": [img(i) for i in grid.contents],
+        "styles": [img(i) for i in grid.styles],
+    }
+
+
+def _metric_info(name: str) -> dict[str, Any]:
+    s = get_metric_spec(name)
+    return {
+        "compares": s.compares, "higher_is_better": s.higher_is_better, "input_range": s.input_range,
+        "convention": s.convention, "needs": list(s.needs),
+    }
+
+
+def post_run(cfg: RunConfig, run_dir: Path) -> None:
+    """The steps after a completed grid: the report (``cfg.report``) and the profile (``cfg.profile``).
+
+    Each is called only when its module and function exist, so the runner works before they are written.
+    """
+    if cfg.report:
+        render = _optional("sanet_bench.report", "render")
+        if render is not None:
+            render(run_dir, run_dir / "report")
+    if cfg.profile:
+        profile_run = _optional("sanet_bench.profiling", "profile_run")
+        if profile_run is not None:
+            profile_run(cfg, run_dir)
+
+
+def _optional(module: str, attr: str) -> Callable[..., Any] | None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            return None
+        raise
+    return getattr(mod, attr, None)
