@@ -332,6 +332,52 @@ def weights_convert_cmd(method, ckpt, out):
 
 
 # ---------------------------------------------------------------------------------------------- run
+@main.command(
+    "run",
+    epilog="\b\nExamples:\n  sanet-bench run                    # every method, embedded grid, 256 and 512 px\n"
+    "  sanet-bench run --methods sanet,adain,wct --weights random --sizes 256 --out runs/smoke\n"
+    "  sanet-bench run --config my.toml --grid folder:~/imgs --sizes 256,512 --alpha 0.5,1 --device cuda\n"
+    "  sanet-bench run --out runs/smoke ...    # the same command again resumes where it stopped\n"
+    "\b\nExit status: 0 every cell ok, 1 some cells failed (see the error column), 2 user error.",
+)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="TOML config.")
+@click.option("--preset", default=None, help="Built-in preset (e.g. default).")
+@click.option("--methods", callback=csv_strs, default=None, help="Comma-separated method names.")
+@click.option("--grid", default=None, help="embedded | paper | folder:DIR (DIR/content, DIR/style).")
+@click.option("--sizes", callback=csv_ints, default=None, help="Comma-separated content sizes, e.g. 256,512.")
+@click.option("--alpha", "alphas", callback=csv_floats, default=None, help="Comma-separated alphas in [0,1].")
+@click.option("--style-size", type=int, default=None, help="Style size in px (default: the content size).")
+@click.option("--max-pairs", type=int, default=None, help="Use at most N (content, style) pairs of the grid.")
+@click.option("--metrics", callback=csv_strs, default=None, help="Comma-separated metrics (default: all).")
+@click.option("--weights", default=None, help="official | random (random: latency work, never quality).")
+@click.option("--weights-dir", default=None, help="Folder with official weight files.")
+@click.option("--device", default=None, help="cpu | cuda | cuda:N")
+@click.option("--seed", type=int, default=None, help="Seed for random weights and per-cell seeds.")
+@click.option("--out", default=None, help="Run folder (default from the config: runs/latest).")
+@click.option("--overwrite", is_flag=True, help="Replace a run with a different config in --out.")
+@click.option("--report/--no-report", default=None, help="Render the report after the grid.")
+@click.option("--profile/--no-profile", default=None, help="Profile speed and memory after the grid.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar with ETA on stderr.")
+@user_errors
+def run_cmd(config_path, preset, methods, grid, sizes, alphas, style_size, max_pairs, metrics, weights,
+            weights_dir, device, seed, out, overwrite, report, profile, progress):
+    """Run methods over a grid of content x style x size x alpha; write images, results and a manifest."""
+    from sanet_bench import config, results, runner
+
+    overrides = dict(
+        methods=methods, grid=grid, sizes=sizes, alphas=alphas, style_size=style_size, max_pairs=max_pairs,
+        metrics=metrics, weights=weights, weights_dir=weights_dir, device=device, seed=seed, out=out,
+        report=report, profile=profile,
+    )
+    cfg = config.load(config.RunConfig, preset, config_path, overrides)
+    summary = runner.run(cfg, overwrite=overwrite, progress=progress, echo=lambda m: click.echo(m, err=True))
+    click.echo(results.format_summary(summary.table))
+    click.echo(
+        f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} already done of {summary.cells} cells; "
+        f"results in {summary.run_dir}"
+    )
+    sys.exit(1 if summary.any_failed else 0)
+
 
 # ---------------------------------------------------------------------------------------------- profile / compare
 @main.command(
