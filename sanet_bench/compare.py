@@ -16,7 +16,6 @@ Runs from different hardware (GPU name on CUDA, CPU model on CPU) are refused un
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +63,7 @@ def cell_name(key: tuple) -> str:
 class CellComparison:
     key: tuple
     # regression | new-failure | slower-ns (slower, not significant) | faster | same | too-few-repeats |
-    # failed (in both) | fixed (failed in base only) | only-base | only-new
+    # failed (in both) | fixed (failed in base only) | only-base | only-new | no-median
     verdict: str
     base_status: str | None = None
     new_status: str | None = None
@@ -118,12 +117,15 @@ def _compare_cell(key, b: dict | None, n: dict | None, threshold: float, alpha: 
         return c
     bs, ns = list(b.get("samples_s") or []), list(n.get("samples_s") or [])
     c.n_base, c.n_new = len(bs), len(ns)
-    c.ratio = c.new_median_s / c.base_median_s if c.base_median_s else math.nan
+    if c.base_median_s and c.new_median_s is not None:
+        c.ratio = c.new_median_s / c.base_median_s
     if min(c.n_base, c.n_new) < MIN_REPEATS:
         c.verdict = "too-few-repeats"
         return c
     c.p_value = _one_sided_p(bs, ns)
-    if c.ratio > 1 + threshold:
+    if c.ratio is None:
+        c.verdict = "no-median"  # samples but a zero/absent median: a hand-edited or broken record
+    elif c.ratio > 1 + threshold:
         c.verdict = "regression" if c.p_value < alpha else "slower-ns"
     elif c.ratio < 1 - threshold:
         c.verdict = "faster"

@@ -90,7 +90,7 @@ class ProfileConfig:
     dtype: str = "fp32"
     channels_last: bool = False
     compile: bool = False
-    repeats: int = 5
+    repeats: int = 5  # 0: peak memory and FLOPs only
     warmup: int = 1
     weights: str = "random"  # a method without random weights (magenta) uses its first weights kind
     weights_dir: str | None = None
@@ -398,8 +398,8 @@ def _validate(cfg: ProfileConfig) -> list[str]:
         raise ConfigError(f"unknown dtype {cfg.dtype!r}; choose one of {', '.join(DTYPES)}")
     if not cfg.sizes or any(s <= 0 for s in cfg.sizes):
         raise ConfigError(f"sizes must be positive pixel counts, got {cfg.sizes}; e.g. --sizes 256,512")
-    if cfg.repeats < 1 or cfg.warmup < 0:
-        raise ConfigError(f"repeats must be >= 1 and warmup >= 0 (got {cfg.repeats}, {cfg.warmup})")
+    if cfg.repeats < 0 or cfg.warmup < 0:
+        raise ConfigError(f"repeats and warmup must be >= 0 (got {cfg.repeats}, {cfg.warmup})")
     if cfg.threads is not None and cfg.threads < 1:
         raise ConfigError(f"threads must be >= 1, got {cfg.threads}")
     resolve_device(cfg.device)

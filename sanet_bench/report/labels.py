@@ -1,0 +1,39 @@
+"""How a report names each method's weights. Non-official weights are labelled loudly everywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+LOUD = {
+    "random": "RANDOM WEIGHTS — untrained, latency/memory only",
+    "demo": "DEMO WEIGHTS — trained by sanet-bench on an offline random encoder, not the published model",
+}
+
+
+def weights_source(info: dict[str, Any] | None) -> str:
+    return str((info or {}).get("source", "unknown"))
+
+
+def is_official(info: dict[str, Any] | None) -> bool:
+    return weights_source(info) == "official"
+
+
+def short_label(method: str, info: dict[str, Any] | None) -> str:
+    """``sanet`` for official weights, ``sanet [RANDOM WEIGHTS]`` / ``[DEMO WEIGHTS]`` / ``[?]`` otherwise."""
+    src = weights_source(info)
+    return method if src == "official" else f"{method} [{src.upper()} WEIGHTS]"
+
+
+def long_label(info: dict[str, Any] | None) -> str:
+    """One line: the source and its identity (sha256 of each file, seed, recipe)."""
+    info = info or {}
+    src = weights_source(info)
+    files = info.get("files") or {}
+    ident = ", ".join(f"{name} sha256={sha}" for name, sha in sorted(files.items()))
+    if src == "official":
+        return f"official: {ident or 'files not recorded'}"
+    if src == "random":
+        return f"{LOUD['random']} (seed={info.get('seed')})"
+    if src in LOUD:
+        return f"{LOUD[src]}; {ident}"
+    return f"{src.upper()} (not the official weights); {ident}"

@@ -1,0 +1,206 @@
+"""Assemble a run folder into ``index.html`` (offline: no external resources, images by relative path),
+``report.md``, ``figures/`` (PNG, and SVG for plots) and ``data/`` (the raw CSVs)."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import results
+from ..images import atomic_write_bytes
+from . import figures, labels, tables
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.2em;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;
+text-align:left}th{background:#f3f3f3}caption{caption-side:bottom;font-size:12px;color:#555;text-align:left}
+img{max-width:100%}.loud{background:#fde8e8;border:2px solid #c00000;padding:.6em 1em;color:#900}
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}h2{border-bottom:1px solid #ddd}"""
+
+MAIN_METRICS = ("content_loss", "style_loss", "ssim", "lpips")
+
+
+@dataclass
+class Section:
+    title: str
+    markdown: str
+    html: str
+
+
+def _fig_md(paths: list[Path], out_dir: Path) -> str:
+    return "\n\n".join(f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in paths if p.suffix == ".png")
+
+
+def _fig_html(paths: list[Path], out_dir: Path) -> str:
+    return "".join(
+        f'<p><img src="{html.escape(p.relative_to(out_dir).as_posix())}" alt="{html.escape(p.stem)}"></p>'
+        for p in paths if p.suffix == ".png"
+    )
+
+
+def _section(title: str, parts: list[tuple[str, str]]) -> Section:
+    """``parts``: (markdown, html) pairs."""
+    return Section(title, "\n\n".join(m for m, _ in parts if m), "".join(h for _, h in parts))
+
+
+def _text(s: str) -> tuple[str, str]:
+    return s, f"<p>{html.escape(s)}</p>"
+
+
+def _kv_table(rows: list[tuple[str, Any]], caption: str = "") -> tables.Table:
+    return tables.Table(["key", "value"], [[k, "–" if v is None else str(v)] for k, v in rows], caption=caption)
+
+
+def _tbl(t: tables.Table) -> tuple[str, str]:
+    return t.markdown(), t.html()
+
+
+def _load_profile(run_dir: Path) -> pd.DataFrame | None:
+    from ..profiling import load_records, records_path
+
+    try:
+        records_path(run_dir)
+    except Exception:  # no profile in this run
+        return None
+    return load_records(run_dir)
+
+
+def render(run_dir: str | Path, out_dir: str | Path | None = None, extra_sections: list[Section] = ()) -> Path:
+    """Render the report of ``run_dir`` into ``out_dir`` (default ``reports/<run name>``); returns index.html."""
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else Path("reports") / run_dir.resolve().name
+    if not (run_dir / results.RESULTS).is_file():
+        raise results.ResultsError(
+            f"{run_dir}: no {results.RESULTS} here; pass a folder written by `sanet-bench run --out DIR`"
+        )
+    df = results.load(run_dir)
+    if df.empty:
+        raise results.ResultsError(f"{run_dir / results.RESULTS}: no result rows yet; run `sanet-bench run` first")
+    manifest = results.read_manifest(run_dir) or {}
+    prof = _load_profile(run_dir)
+    fig_dir = out_dir / "figures"
+    if fig_dir.exists():
+        shutil.rmtree(fig_dir)
+    weights: dict[str, Any] = manifest.get("weights", {})
+    contracts: dict[str, Any] = manifest.get("metrics", {})
+    better = {m: c.get("higher_is_better") for m, c in contracts.items()}
+
+    def label(method: str) -> tuple[str, bool]:
+        info = weights.get(method)
+        return labels.short_label(method, info), not labels.is_official(info)
+
+    short = {m: label(m)[0] for m in dict.fromkeys(list(df["method"]) + list(weights))}
+    methods = list(dict.fromkeys(df["method"]))
+    metrics = results.metric_columns(df)
+    sections: list[Section] = []
+
+    # -- header ---------------------------------------------------------------------------------------
+    env = manifest.get("environment", {})
+    loud = [m for m in methods if label(m)[1]]
+    head: list[tuple[str, str]] = [
+        _text(f"Run folder {run_dir} — {len(df)} cells ({int((df['status'] == 'ok').sum())} ok) — config "
+              f"{str(manifest.get('config_hash', ''))[:12]} — commit {env.get('commit')}"
+              f"{' (dirty)' if env.get('dirty') else ''} — device {env.get('device')} "
+              f"({env.get('gpu') or env.get('cpu')}) — torch {env.get('torch')}")
+    ]
+    if loud:
+        msg = "Not the published models: " + "; ".join(
+            f"{m}: {labels.long_label(weights.get(m))}" for m in loud
+        ) + ". Their images and numbers describe these weights only."
+        head.append((f"> **{msg}**", f'<div class="loud">{html.escape(msg)}</div>'))
+    if manifest.get("encoder"):
+        head.append(_text(f"VGG metrics computed with: {manifest['encoder']}"))
+    sections.append(_section("Summary", head))
+
+    # -- comparison figures ---------------------------------------------------------------------------
+    size = figures.nice_size(list(df["size"]))
+    grid = manifest.get("grid", {})
+    paths = {("content", i["name"]): i.get("path") for i in grid.get("contents", [])}
+    paths |= {("style", i["name"]): i.get("path") for i in grid.get("styles", [])}
+    if size:
+        pages = figures.comparison_pages(df, paths, run_dir, fig_dir, size, methods, label)
+        sections.append(_section(f"Comparison at {size} px", [(_fig_md(pages, out_dir), _fig_html(pages, out_dir))]))
+
+    # -- metric tables --------------------------------------------------------------------------------
+    if metrics:
+        parts = [_tbl(tables.metric_summary(df, metrics, better, short))]
+        for m in [m for m in MAIN_METRICS if m in metrics and df[m].notna().any()]:
+            parts.append(_tbl(tables.per_style(df, m, better.get(m), short)))
+        missing = df.loc[df["missing"].fillna("") != "", "missing"].unique() if "missing" in df else []
+        if len(missing):
+            parts.append(_text("Missing metrics: " + " | ".join(sorted(set(missing)))[:600]))
+        sections.append(_section("Metrics", parts))
+
+    # -- performance ----------------------------------------------------------------------------------
+    if prof is not None and not prof.empty:
+        dev = str(prof["device"].iloc[0])
+        figs = figures.performance(prof, fig_dir, label, dev)
+        figs += figures.stages(prof, fig_dir, label)
+        common = set(prof.loc[prof["status"] == "ok", "size"].astype(int)) & set(df["size"].astype(int))
+        psize = max(common) if common else size  # quality and speed measured at the same size
+        ok_prof = prof[(prof["status"] == "ok") & (prof["size"] == psize)].set_index("method")
+        pts = df[(df["status"] == "ok") & (df["size"] == psize)].groupby("method")[metrics].mean()
+        pts["latency_s"] = ok_prof["median_s"].reindex(pts.index)
+        figs += figures.quality_speed(pts, fig_dir, label, [m for m in MAIN_METRICS if m in pts], better, psize)
+        conv = sorted(set(prof["peak_mem_convention"].dropna())) if "peak_mem_convention" in prof else []
+        sections.append(_section("Performance", [
+            (_fig_md(figs, out_dir), _fig_html(figs, out_dir)),
+            _tbl(tables.performance(prof, short)),
+            _text("Peak memory convention: " + ("; ".join(conv) or "not recorded")),
+        ]))
+    else:
+        sections.append(_section("Performance", [_text(
+            "No profile records in this run (run with --profile, or `sanet-bench profile --out RUN/profile`).")]))
+
+    sections.extend(extra_sections)
+
+    # -- provenance -----------------------------------------------------------------------------------
+    prov: list[tuple[str, str]] = []
+    prov.append(_tbl(tables.Table(["method", "weights"], [[m, labels.long_label(weights.get(m))] for m in methods],
+                                  caption="weights identity per method (sha256 of each official file)")))
+    metric_rows = [[m, c.get("compares", ""), tables.arrow(c.get("higher_is_better")) +
+                    (" higher is better" if c.get("higher_is_better") else " lower is better"),
+                    c.get("input_range", ""), c.get("convention", ""), ", ".join(c.get("needs", []))]
+                   for m, c in contracts.items()]
+    prov.append(_tbl(tables.Table(["metric", "compares", "direction", "input range", "convention", "needs"],
+                                  metric_rows, caption="metric conventions")))
+    env_rows = [(k, v) for k, v in env.items() if k != "versions"] + list((env.get("versions") or {}).items())
+    prov.append(_tbl(_kv_table(env_rows, "environment")))
+    cfg = json.dumps(manifest.get("config", {}), indent=2, sort_keys=True)
+    prov.append((f"Config (sha256 {manifest.get('config_hash')}):\n\n```json\n{cfg}\n```",
+                 f"<p>Config (sha256 {html.escape(str(manifest.get('config_hash')))}):</p><pre>{html.escape(cfg)}</pre>"))
+    imgs = [[r, i["name"], i.get("provenance") or "", (i.get("sha256") or "")[:16]]
+            for r, key in (("content", "contents"), ("style", "styles")) for i in grid.get(key, [])]
+    if imgs:
+        prov.append(_tbl(tables.Table(["role", "image", "provenance", "sha256 (prefix)"], imgs, caption="grid images")))
+    failed = df[df["status"] != "ok"]
+    if not failed.empty:
+        rows = [[r["method"], f"{r['content']} × {r['style']} @ {r['size']}", str(r["error"])] for _, r in
+                failed.head(50).iterrows()]
+        prov.append(_tbl(tables.Table(["method", "cell", "error"], rows, caption=f"{len(failed)} failed cells")))
+    sections.append(_section("Provenance", prov))
+
+    # -- data and output files ------------------------------------------------------------------------
+    data_dir = out_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(data_dir / "results.csv", df.to_csv(index=False).encode())
+    atomic_write_bytes(data_dir / "summary.csv", results.summary(df).to_csv().encode())
+    if prof is not None:
+        atomic_write_bytes(data_dir / "profile.csv", prof.to_csv(index=False).encode())
+    links = "Raw data: [results.csv](data/results.csv), [summary.csv](data/summary.csv)" + (
+        ", [profile.csv](data/profile.csv)" if prof is not None else "")
+    title = f"sanet-bench report — {run_dir.resolve().name}"
+    md = f"# {title}\n\n" + "\n\n".join(f"## {s.title}\n\n{s.markdown}" for s in sections) + f"\n\n{links}\n"
+    body = "".join(f"<h2>{html.escape(s.title)}</h2>{s.html}" for s in sections)
+    links_html = ('<p>Raw data: <a href="data/results.csv">results.csv</a>, <a href="data/summary.csv">summary.csv</a>'
+                  + (', <a href="data/profile.csv">profile.csv</a>' if prof is not None else "") + "</p>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}{links_html}</body></html>")
+    atomic_write_bytes(out_dir / "report.md", md.encode())
+    atomic_write_bytes(out_dir / "index.html", page.encode())
+    return out_dir / "index.html"
