@@ -468,6 +468,21 @@ def compare_cmd(base, new, threshold, alpha, cross_device):
         sys.exit(1)
 
 # ---------------------------------------------------------------------------------------------- report
+@main.command(
+    "report",
+    epilog="\b\nExamples:\n  sanet-bench report runs/latest\n  sanet-bench report runs/latest --out reports/smoke",
+)
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Report folder (default: reports/<run folder name>).")
+@user_errors
+def report_cmd(run_dir, out):
+    """Render RUN_DIR into an offline HTML + Markdown report with figures, tables and raw CSVs."""
+    from sanet_bench.report import render
+
+    click.echo(str(render(run_dir, out)))
+
+
 
 # ---------------------------------------------------------------------------------------------- train / ablate
 

@@ -18,10 +18,20 @@ from sanet_bench.report import render
 from sanet_bench.report.tables import metric_summary, per_style
 
 CONTRACTS = {
-    "content_loss": {"compares": "output-content", "higher_is_better": False, "input_range": "RGB [0,1]",
-                     "convention": "relu4_1+relu5_1 mvn MSE", "needs": ["vgg19-normalised"]},
-    "ssim": {"compares": "output-content", "higher_is_better": True, "input_range": "RGB [0,1]",
-             "convention": "luminance SSIM", "needs": []},
+    "content_loss": {
+        "compares": "output-content",
+        "higher_is_better": False,
+        "input_range": "RGB [0,1]",
+        "convention": "relu4_1+relu5_1 mvn MSE",
+        "needs": ["vgg19-normalised"],
+    },
+    "ssim": {
+        "compares": "output-content",
+        "higher_is_better": True,
+        "input_range": "RGB [0,1]",
+        "convention": "luminance SSIM",
+        "needs": [],
+    },
 }
 
 
@@ -32,7 +42,9 @@ def _run_folder(root: Path, methods=("sanet", "adain", "wct"), sizes=(32, 48), p
     for role, names in (("content", ("c1", "c2")), ("style", ("s1", "s2"))):
         for n in names:
             p = save_image(torch.rand(1, 3, 40, 56, generator=g), root / "grid" / role / f"{n}.png")
-            grid[role + "s"].append({"name": n, "path": str(p), "provenance": f"generated {n}", "sha256": "ab" * 32})
+            grid[role + "s"].append(
+                {"name": n, "path": str(p), "provenance": f"generated {n}", "sha256": "ab" * 32}
+            )
     rows = []
     for i, m in enumerate(methods):
         for size in sizes:
@@ -42,32 +54,61 @@ def _run_folder(root: Path, methods=("sanet", "adain", "wct"), sizes=(32, 48), p
                     failed = m == "wct" and c == "c2" and s == "s2" and size == sizes[-1]
                     if not failed:
                         save_image(torch.rand(1, 3, size, size, generator=g), run / out)
-                    rows.append({
-                        "key": f"{m}|{c}|{s}|{size}|1", "method": m, "content": c, "style": s, "size": size,
-                        "alpha": 1.0, "style_size": size, "status": "failed" if failed else "ok",
-                        "error": "out of memory at 48 px on cpu" if failed else None,
-                        "content_loss": None if failed else 1.0 + i + 0.01 * size,
-                        "ssim": None if failed else 0.5 - 0.1 * i, "missing": "", "seconds": 0.1 * (i + 1),
-                        "output": out, "weights": "official" if m == "sanet" else "random",
-                    })
+                    rows.append(
+                        {
+                            "key": f"{m}|{c}|{s}|{size}|1",
+                            "method": m,
+                            "content": c,
+                            "style": s,
+                            "size": size,
+                            "alpha": 1.0,
+                            "style_size": size,
+                            "status": "failed" if failed else "ok",
+                            "error": "out of memory at 48 px on cpu" if failed else None,
+                            "content_loss": None if failed else 1.0 + i + 0.01 * size,
+                            "ssim": None if failed else 0.5 - 0.1 * i,
+                            "missing": "",
+                            "seconds": 0.1 * (i + 1),
+                            "output": out,
+                            "weights": "official" if m == "sanet" else "random",
+                        }
+                    )
     run.mkdir(parents=True, exist_ok=True)
     (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     weights = {m: {"source": "random", "seed": 0} for m in methods}
     weights["sanet"] = {"source": "official", "files": {"decoder_iter_500000.pth": "d" * 64}}
-    manifest = {"config": {"methods": list(methods)}, "config_hash": "f" * 64, "metrics": CONTRACTS,
-                "weights": weights, "grid": grid, "encoder": "official vgg_normalised.pth sha256=" + "e" * 64,
-                "environment": {"commit": "abc123", "device": "cpu", "cpu": "test cpu", "torch": "2.x"}}
+    manifest = {
+        "config": {"methods": list(methods)},
+        "config_hash": "f" * 64,
+        "metrics": CONTRACTS,
+        "weights": weights,
+        "grid": grid,
+        "encoder": "official vgg_normalised.pth sha256=" + "e" * 64,
+        "environment": {"commit": "abc123", "device": "cpu", "cpu": "test cpu", "torch": "2.x"},
+    }
     (run / "manifest.json").write_text(json.dumps(manifest))
     if profile:
         recs = []
         for i, m in enumerate(methods):
             for size in (*sizes, 64):
                 oom = m == "wct" and size == 64
-                recs.append({"method": m, "size": size, "device": "cpu", "status": "oom" if oom else "ok",
-                             "median_s": None if oom else 0.01 * (i + 1) * size, "iqr_s": 0.001,
-                             "samples_s": [0.01], "stages": {"encode": 0.002 * size, "decode": 0.001 * size},
-                             "peak_mem_bytes": None if oom else 2**20 * size, "flops": 1e9, "gflops_per_s": 3.0,
-                             "peak_mem_convention": "cpu peak RSS delta in a fresh process", "env": {}})
+                recs.append(
+                    {
+                        "method": m,
+                        "size": size,
+                        "device": "cpu",
+                        "status": "oom" if oom else "ok",
+                        "median_s": None if oom else 0.01 * (i + 1) * size,
+                        "iqr_s": 0.001,
+                        "samples_s": [0.01],
+                        "stages": {"encode": 0.002 * size, "decode": 0.001 * size},
+                        "peak_mem_bytes": None if oom else 2**20 * size,
+                        "flops": 1e9,
+                        "gflops_per_s": 3.0,
+                        "peak_mem_convention": "cpu peak RSS delta in a fresh process",
+                        "env": {},
+                    }
+                )
         (run / "profile").mkdir()
         (run / "profile" / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     return run
@@ -82,8 +123,14 @@ def test_report_renders_both_formats_offline(tmp_path):
     refs = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert refs and all(not re.match(r"^[a-z]+:", r) and ".." not in r and (out / r).is_file() for r in refs)
     assert not re.search(r"https?://|<script|<link", page)
-    for name in ("comparison_48_p1.png", "latency.png", "latency.svg", "memory.png", "stages.png",
-                 "quality_speed.png"):
+    for name in (
+        "comparison_48_p1.png",
+        "latency.png",
+        "latency.svg",
+        "memory.png",
+        "stages.png",
+        "quality_speed.png",
+    ):
         assert (out / "figures" / name).is_file(), name
         assert f"figures/{name}" in page or name.endswith(".svg")
     assert "figures/comparison_48_p1.png" in md and "data/results.csv" in md
@@ -111,16 +158,22 @@ def test_large_grids_are_paged(tmp_path):
 
     run = _run_folder(tmp_path, profile=False)
     df = pd.read_json(run / "results.jsonl", lines=True)
-    paths = figures.comparison_pages(df, {}, run, tmp_path / "f", 48, ["sanet"], lambda m: (m, False),
-                                     rows_per_page=3)
+    paths = figures.comparison_pages(
+        df, {}, run, tmp_path / "f", 48, ["sanet"], lambda m: (m, False), rows_per_page=3
+    )
     assert [p.name for p in paths] == ["comparison_48_p1.png", "comparison_48_p2.png"]
 
 
 def test_summary_table_direction_and_best():
-    df = pd.DataFrame({
-        "method": ["a", "a", "b", "b"], "status": ["ok"] * 4, "style": ["s1", "s2", "s1", "s2"],
-        "content_loss": [1.0, 3.0, 0.5, 0.7], "ssim": [0.9, 0.7, 0.2, 0.4],
-    })
+    df = pd.DataFrame(
+        {
+            "method": ["a", "a", "b", "b"],
+            "status": ["ok"] * 4,
+            "style": ["s1", "s2", "s1", "s2"],
+            "content_loss": [1.0, 3.0, 0.5, 0.7],
+            "ssim": [0.9, 0.7, 0.2, 0.4],
+        }
+    )
     t = metric_summary(df, ["content_loss", "ssim"], {"content_loss": False, "ssim": True}, {"b": "b [DEMO]"})
     assert t.header[2:] == ["content_loss ↓", "ssim ↑"]
     assert t.rows[0][2] == f"2 ± {np.std([1.0, 3.0], ddof=1):.2g}" and t.rows[1][0] == "b [DEMO]"
@@ -145,8 +198,15 @@ def test_report_of_a_real_run(tmp_path):
     from sanet_bench.config import RunConfig
     from sanet_bench.runner import run as run_grid
 
-    cfg = RunConfig(methods=["sanet", "adain", "wct"], sizes=[64], weights="random", max_pairs=2,
-                    out=str(tmp_path / "run"), profile=False, report=False)
+    cfg = RunConfig(
+        methods=["sanet", "adain", "wct"],
+        sizes=[64],
+        weights="random",
+        max_pairs=2,
+        out=str(tmp_path / "run"),
+        profile=False,
+        report=False,
+    )
     run_grid(cfg, progress=False)
     index = render(tmp_path / "run", tmp_path / "rep")
     assert (index.parent / "figures" / "comparison_64_p1.png").is_file()

@@ -43,8 +43,17 @@ def _show(ax, img: np.ndarray | None, text: str = "") -> None:
         ax.imshow(img)
     else:
         ax.set_facecolor("#eeeeee")
-        ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=7, color=LOUD_COLOR,
-                transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            text,
+            ha="center",
+            va="center",
+            wrap=True,
+            fontsize=7,
+            color=LOUD_COLOR,
+            transform=ax.transAxes,
+        )
 
 
 def _as_array(t) -> np.ndarray:
@@ -63,14 +72,15 @@ def comparison_pages(
 ) -> list[Path]:
     """Rows: content/style pairs; columns: content, style, each method at ``size``. Split into pages."""
     cells = df[df["size"] == size]
-    pairs = list(dict.fromkeys(zip(cells["content"], cells["style"])))
+    pairs = list(dict.fromkeys(zip(cells["content"], cells["style"], strict=True)))
     # one alpha per figure: each method's most common (its default in a default run)
     pages = [pairs[i : i + rows_per_page] for i in range(0, len(pairs), rows_per_page)]
     written: list[Path] = []
     for p, page in enumerate(pages, 1):
         ncols = 2 + len(methods)
-        fig, axes = plt.subplots(len(page), ncols, figsize=(CELL_IN * ncols, CELL_IN * len(page) + 0.5),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            len(page), ncols, figsize=(CELL_IN * ncols, CELL_IN * len(page) + 0.5), squeeze=False
+        )
         for r, (content, style) in enumerate(page):
             for c, (role, name) in enumerate((("content", content), ("style", style))):
                 try:
@@ -84,7 +94,9 @@ def comparison_pages(
                 axes[r][c].set_ylabel(f"{content}\n× {style}" if c == 0 else "", fontsize=8)
             for j, method in enumerate(methods):
                 ax = axes[r][2 + j]
-                row = cells[(cells["method"] == method) & (cells["content"] == content) & (cells["style"] == style)]
+                row = cells[
+                    (cells["method"] == method) & (cells["content"] == content) & (cells["style"] == style)
+                ]
                 if row.empty:
                     _show(ax, None, "not run")
                 elif row.iloc[0]["status"] != "ok":
@@ -112,18 +124,32 @@ def _method_lines(ax, prof: pd.DataFrame, y: str, scale: float, label: Callable[
         if loud:
             line.set_linestyle("--")
         if y == "median_s" and "iqr_s" in ok:
-            ax.errorbar(ok["size"], ok[y] * scale, yerr=ok["iqr_s"].fillna(0) * scale / 2, fmt="none",
-                        ecolor=line.get_color(), capsize=2)
+            ax.errorbar(
+                ok["size"],
+                ok[y] * scale,
+                yerr=ok["iqr_s"].fillna(0) * scale / 2,
+                fmt="none",
+                ecolor=line.get_color(),
+                capsize=2,
+            )
         oom = g[g["status"].isin(["oom", "skipped-after-oom"])]
         if not oom.empty:
             top = (ok[y].max() * scale * 1.5) if not ok.empty else 1.0
             ax.scatter(oom["size"], [top] * len(oom), marker="x", s=60, color=line.get_color(), zorder=5)
             for s in oom["size"]:
-                ax.annotate("OOM", (s, top), textcoords="offset points", xytext=(3, 3), fontsize=7,
-                            color=line.get_color())
+                ax.annotate(
+                    "OOM",
+                    (s, top),
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                    fontsize=7,
+                    color=line.get_color(),
+                )
 
 
-def performance(prof: pd.DataFrame, out_dir: Path, label: Callable[[str], tuple[str, bool]], device: str) -> list[Path]:
+def performance(
+    prof: pd.DataFrame, out_dir: Path, label: Callable[[str], tuple[str, bool]], device: str
+) -> list[Path]:
     """Latency and peak memory vs resolution (log-log), one line per method, OOM marked with x."""
     written: list[Path] = []
     for y, scale, ylabel, name in (
@@ -162,27 +188,39 @@ def stages(prof: pd.DataFrame, out_dir: Path, label: Callable[[str], tuple[str, 
         ax.barh([label(m)[0] for m in at.index], vals, left=left, label=col[len("stage_") : -2])
         left += vals
     rest = at["median_s"].to_numpy() * 1e3 - left
-    ax.barh([label(m)[0] for m in at.index], np.clip(rest, 0, None), left=left, label="other", color="#cccccc")
+    ax.barh(
+        [label(m)[0] for m in at.index], np.clip(rest, 0, None), left=left, label="other", color="#cccccc"
+    )
     ax.set_xlabel(f"median time at {size} px (ms)")
     ax.set_title("Stage breakdown")
     ax.legend(fontsize=7)
     return _save(fig, out_dir / "stages.png", svg=True)
 
 
-def quality_speed(points: pd.DataFrame, out_dir: Path, label: Callable[[str], tuple[str, bool]], metrics: list[str],
-                  better: dict[str, bool], size: int) -> list[Path]:
+def quality_speed(
+    points: pd.DataFrame,
+    out_dir: Path,
+    label: Callable[[str], tuple[str, bool]],
+    metrics: list[str],
+    better: dict[str, bool],
+    size: int,
+) -> list[Path]:
     """Scatter of each method's mean metric vs its median latency (one panel per metric)."""
     metrics = [m for m in metrics if m in points and points[m].notna().any()]
     if points.empty or not metrics:
         return []
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False, layout="constrained")
-    for ax, m in zip(axes[0], metrics):
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False, layout="constrained"
+    )
+    for ax, m in zip(axes[0], metrics, strict=True):
         for method, r in points.iterrows():
             if pd.isna(r[m]) or pd.isna(r["latency_s"]):
                 continue
             text, loud = label(method)
             ax.scatter(r["latency_s"] * 1e3, r[m], color=LOUD_COLOR if loud else "#1f77b4")
-            ax.annotate(text, (r["latency_s"] * 1e3, r[m]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                text, (r["latency_s"] * 1e3, r[m]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
         ax.set_xscale("log")
         ax.margins(x=0.35, y=0.15)  # room for the method labels
         ax.set_xlabel(f"latency at {size} px (ms)")

@@ -33,13 +33,16 @@ class Section:
 
 
 def _fig_md(paths: list[Path], out_dir: Path) -> str:
-    return "\n\n".join(f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in paths if p.suffix == ".png")
+    return "\n\n".join(
+        f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in paths if p.suffix == ".png"
+    )
 
 
 def _fig_html(paths: list[Path], out_dir: Path) -> str:
     return "".join(
         f'<p><img src="{html.escape(p.relative_to(out_dir).as_posix())}" alt="{html.escape(p.stem)}"></p>'
-        for p in paths if p.suffix == ".png"
+        for p in paths
+        if p.suffix == ".png"
     )
 
 
@@ -53,7 +56,9 @@ def _text(s: str) -> tuple[str, str]:
 
 
 def _kv_table(rows: list[tuple[str, Any]], caption: str = "") -> tables.Table:
-    return tables.Table(["key", "value"], [[k, "–" if v is None else str(v)] for k, v in rows], caption=caption)
+    return tables.Table(
+        ["key", "value"], [[k, "–" if v is None else str(v)] for k, v in rows], caption=caption
+    )
 
 
 def _tbl(t: tables.Table) -> tuple[str, str]:
@@ -70,8 +75,10 @@ def _load_profile(run_dir: Path) -> pd.DataFrame | None:
     return load_records(run_dir)
 
 
-def render(run_dir: str | Path, out_dir: str | Path | None = None, extra_sections: list[Section] = ()) -> Path:
-    """Render the report of ``run_dir`` into ``out_dir`` (default ``reports/<run name>``); returns index.html."""
+def render(
+    run_dir: str | Path, out_dir: str | Path | None = None, extra_sections: list[Section] = ()
+) -> Path:
+    """Render ``run_dir`` into ``out_dir`` (default ``reports/<run name>``); returns the index.html path."""
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else Path("reports") / run_dir.resolve().name
     if not (run_dir / results.RESULTS).is_file():
@@ -80,7 +87,9 @@ def render(run_dir: str | Path, out_dir: str | Path | None = None, extra_section
         )
     df = results.load(run_dir)
     if df.empty:
-        raise results.ResultsError(f"{run_dir / results.RESULTS}: no result rows yet; run `sanet-bench run` first")
+        raise results.ResultsError(
+            f"{run_dir / results.RESULTS}: no result rows yet; run `sanet-bench run` first"
+        )
     manifest = results.read_manifest(run_dir) or {}
     prof = _load_profile(run_dir)
     fig_dir = out_dir / "figures"
@@ -103,15 +112,19 @@ def render(run_dir: str | Path, out_dir: str | Path | None = None, extra_section
     env = manifest.get("environment", {})
     loud = [m for m in methods if label(m)[1]]
     head: list[tuple[str, str]] = [
-        _text(f"Run folder {run_dir} — {len(df)} cells ({int((df['status'] == 'ok').sum())} ok) — config "
-              f"{str(manifest.get('config_hash', ''))[:12]} — commit {env.get('commit')}"
-              f"{' (dirty)' if env.get('dirty') else ''} — device {env.get('device')} "
-              f"({env.get('gpu') or env.get('cpu')}) — torch {env.get('torch')}")
+        _text(
+            f"Run folder {run_dir} — {len(df)} cells ({int((df['status'] == 'ok').sum())} ok) — config "
+            f"{str(manifest.get('config_hash', ''))[:12]} — commit {env.get('commit')}"
+            f"{' (dirty)' if env.get('dirty') else ''} — device {env.get('device')} "
+            f"({env.get('gpu') or env.get('cpu')}) — torch {env.get('torch')}"
+        )
     ]
     if loud:
-        msg = "Not the published models: " + "; ".join(
-            f"{m}: {labels.long_label(weights.get(m))}" for m in loud
-        ) + ". Their images and numbers describe these weights only."
+        msg = (
+            "Not the published models: "
+            + "; ".join(f"{m}: {labels.long_label(weights.get(m))}" for m in loud)
+            + ". Their images and numbers describe these weights only."
+        )
         head.append((f"> **{msg}**", f'<div class="loud">{html.escape(msg)}</div>'))
     if manifest.get("encoder"):
         head.append(_text(f"VGG metrics computed with: {manifest['encoder']}"))
@@ -124,7 +137,9 @@ def render(run_dir: str | Path, out_dir: str | Path | None = None, extra_section
     paths |= {("style", i["name"]): i.get("path") for i in grid.get("styles", [])}
     if size:
         pages = figures.comparison_pages(df, paths, run_dir, fig_dir, size, methods, label)
-        sections.append(_section(f"Comparison at {size} px", [(_fig_md(pages, out_dir), _fig_html(pages, out_dir))]))
+        sections.append(
+            _section(f"Comparison at {size} px", [(_fig_md(pages, out_dir), _fig_html(pages, out_dir))])
+        )
 
     # -- metric tables --------------------------------------------------------------------------------
     if metrics:
@@ -146,43 +161,97 @@ def render(run_dir: str | Path, out_dir: str | Path | None = None, extra_section
         ok_prof = prof[(prof["status"] == "ok") & (prof["size"] == psize)].set_index("method")
         pts = df[(df["status"] == "ok") & (df["size"] == psize)].groupby("method")[metrics].mean()
         pts["latency_s"] = ok_prof["median_s"].reindex(pts.index)
-        figs += figures.quality_speed(pts, fig_dir, label, [m for m in MAIN_METRICS if m in pts], better, psize)
+        figs += figures.quality_speed(
+            pts, fig_dir, label, [m for m in MAIN_METRICS if m in pts], better, psize
+        )
         conv = sorted(set(prof["peak_mem_convention"].dropna())) if "peak_mem_convention" in prof else []
-        sections.append(_section("Performance", [
-            (_fig_md(figs, out_dir), _fig_html(figs, out_dir)),
-            _tbl(tables.performance(prof, short)),
-            _text("Peak memory convention: " + ("; ".join(conv) or "not recorded")),
-        ]))
+        sections.append(
+            _section(
+                "Performance",
+                [
+                    (_fig_md(figs, out_dir), _fig_html(figs, out_dir)),
+                    _tbl(tables.performance(prof, short)),
+                    _text("Peak memory convention: " + ("; ".join(conv) or "not recorded")),
+                ],
+            )
+        )
     else:
-        sections.append(_section("Performance", [_text(
-            "No profile records in this run (run with --profile, or `sanet-bench profile --out RUN/profile`).")]))
+        sections.append(
+            _section(
+                "Performance",
+                [
+                    _text(
+                        "No profile records in this run "
+                        "(run with --profile, or `sanet-bench profile --out RUN/profile`)."
+                    )
+                ],
+            )
+        )
 
     sections.extend(extra_sections)
 
     # -- provenance -----------------------------------------------------------------------------------
     prov: list[tuple[str, str]] = []
-    prov.append(_tbl(tables.Table(["method", "weights"], [[m, labels.long_label(weights.get(m))] for m in methods],
-                                  caption="weights identity per method (sha256 of each official file)")))
-    metric_rows = [[m, c.get("compares", ""), tables.arrow(c.get("higher_is_better")) +
-                    (" higher is better" if c.get("higher_is_better") else " lower is better"),
-                    c.get("input_range", ""), c.get("convention", ""), ", ".join(c.get("needs", []))]
-                   for m, c in contracts.items()]
-    prov.append(_tbl(tables.Table(["metric", "compares", "direction", "input range", "convention", "needs"],
-                                  metric_rows, caption="metric conventions")))
+    prov.append(
+        _tbl(
+            tables.Table(
+                ["method", "weights"],
+                [[m, labels.long_label(weights.get(m))] for m in methods],
+                caption="weights identity per method (sha256 of each official file)",
+            )
+        )
+    )
+    metric_rows = [
+        [
+            m,
+            c.get("compares", ""),
+            tables.arrow(c.get("higher_is_better"))
+            + (" higher is better" if c.get("higher_is_better") else " lower is better"),
+            c.get("input_range", ""),
+            c.get("convention", ""),
+            ", ".join(c.get("needs", [])),
+        ]
+        for m, c in contracts.items()
+    ]
+    prov.append(
+        _tbl(
+            tables.Table(
+                ["metric", "compares", "direction", "input range", "convention", "needs"],
+                metric_rows,
+                caption="metric conventions",
+            )
+        )
+    )
     env_rows = [(k, v) for k, v in env.items() if k != "versions"] + list((env.get("versions") or {}).items())
     prov.append(_tbl(_kv_table(env_rows, "environment")))
     cfg = json.dumps(manifest.get("config", {}), indent=2, sort_keys=True)
-    prov.append((f"Config (sha256 {manifest.get('config_hash')}):\n\n```json\n{cfg}\n```",
-                 f"<p>Config (sha256 {html.escape(str(manifest.get('config_hash')))}):</p><pre>{html.escape(cfg)}</pre>"))
-    imgs = [[r, i["name"], i.get("provenance") or "", (i.get("sha256") or "")[:16]]
-            for r, key in (("content", "contents"), ("style", "styles")) for i in grid.get(key, [])]
+    cfg_hash = html.escape(str(manifest.get("config_hash")))
+    prov.append(
+        (
+            f"Config (sha256 {manifest.get('config_hash')}):\n\n```json\n{cfg}\n```",
+            f"<p>Config (sha256 {cfg_hash}):</p><pre>{html.escape(cfg)}</pre>",
+        )
+    )
+    imgs = [
+        [r, i["name"], i.get("provenance") or "", (i.get("sha256") or "")[:16]]
+        for r, key in (("content", "contents"), ("style", "styles"))
+        for i in grid.get(key, [])
+    ]
     if imgs:
-        prov.append(_tbl(tables.Table(["role", "image", "provenance", "sha256 (prefix)"], imgs, caption="grid images")))
+        prov.append(
+            _tbl(
+                tables.Table(["role", "image", "provenance", "sha256 (prefix)"], imgs, caption="grid images")
+            )
+        )
     failed = df[df["status"] != "ok"]
     if not failed.empty:
-        rows = [[r["method"], f"{r['content']} × {r['style']} @ {r['size']}", str(r["error"])] for _, r in
-                failed.head(50).iterrows()]
-        prov.append(_tbl(tables.Table(["method", "cell", "error"], rows, caption=f"{len(failed)} failed cells")))
+        rows = [
+            [r["method"], f"{r['content']} × {r['style']} @ {r['size']}", str(r["error"])]
+            for _, r in failed.head(50).iterrows()
+        ]
+        prov.append(
+            _tbl(tables.Table(["method", "cell", "error"], rows, caption=f"{len(failed)} failed cells"))
+        )
     sections.append(_section("Provenance", prov))
 
     # -- data and output files ------------------------------------------------------------------------
@@ -193,14 +262,20 @@ def render(run_dir: str | Path, out_dir: str | Path | None = None, extra_section
     if prof is not None:
         atomic_write_bytes(data_dir / "profile.csv", prof.to_csv(index=False).encode())
     links = "Raw data: [results.csv](data/results.csv), [summary.csv](data/summary.csv)" + (
-        ", [profile.csv](data/profile.csv)" if prof is not None else "")
+        ", [profile.csv](data/profile.csv)" if prof is not None else ""
+    )
     title = f"sanet-bench report — {run_dir.resolve().name}"
     md = f"# {title}\n\n" + "\n\n".join(f"## {s.title}\n\n{s.markdown}" for s in sections) + f"\n\n{links}\n"
     body = "".join(f"<h2>{html.escape(s.title)}</h2>{s.html}" for s in sections)
-    links_html = ('<p>Raw data: <a href="data/results.csv">results.csv</a>, <a href="data/summary.csv">summary.csv</a>'
-                  + (', <a href="data/profile.csv">profile.csv</a>' if prof is not None else "") + "</p>")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}{links_html}</body></html>")
+    links_html = (
+        '<p>Raw data: <a href="data/results.csv">results.csv</a>, <a href="data/summary.csv">summary.csv</a>'
+        + (', <a href="data/profile.csv">profile.csv</a>' if prof is not None else "")
+        + "</p>"
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}{links_html}</body></html>"
+    )
     atomic_write_bytes(out_dir / "report.md", md.encode())
     atomic_write_bytes(out_dir / "index.html", page.encode())
     return out_dir / "index.html"

@@ -23,7 +23,10 @@ class Table:
             return f"**{v}**" if (r, c) in self.bold and v else v
 
         lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
-        lines += ["| " + " | ".join(cell(r, c, v) for c, v in enumerate(row)) + " |" for r, row in enumerate(self.rows)]
+        lines += [
+            "| " + " | ".join(cell(r, c, v) for c, v in enumerate(row)) + " |"
+            for r, row in enumerate(self.rows)
+        ]
         if self.caption:
             lines += ["", f"*{self.caption}*"]
         return "\n".join(lines)
@@ -60,7 +63,11 @@ def _best(values: dict[int, float], higher: bool | None) -> set[int]:
 
 
 def metric_summary(
-    df: pd.DataFrame, metrics: list[str], better: dict[str, bool], labels: dict[str, str], references: pd.DataFrame | None = None
+    df: pd.DataFrame,
+    metrics: list[str],
+    better: dict[str, bool],
+    labels: dict[str, str],
+    references: pd.DataFrame | None = None,
 ) -> Table:
     """Method x metric (mean ± std over successful cells), best per column in bold among the methods.
 
@@ -83,9 +90,16 @@ def metric_summary(
     bold = {(i, 2 + j) for j, m in enumerate(metrics) for i in _best(means[m], better.get(m))}
     if references is not None:
         for name, g in references.groupby("method", sort=False):
-            rows.append([f"reference: {name}", f"{len(g)}/{len(g)}",
-                         *[_fmt(g[m].mean(), g[m].std()) if m in g else "–" for m in metrics]])
-    return Table(header, rows, bold, "mean ± std over the grid's successful cells; bold: best method per column")
+            rows.append(
+                [
+                    f"reference: {name}",
+                    f"{len(g)}/{len(g)}",
+                    *[_fmt(g[m].mean(), g[m].std()) if m in g else "–" for m in metrics],
+                ]
+            )
+    return Table(
+        header, rows, bold, "mean ± std over the grid's successful cells; bold: best method per column"
+    )
 
 
 def per_style(df: pd.DataFrame, metric: str, higher: bool | None, labels: dict[str, str]) -> Table:
@@ -110,17 +124,34 @@ def per_style(df: pd.DataFrame, metric: str, higher: bool | None, labels: dict[s
 def performance(prof: pd.DataFrame, labels: dict[str, str]) -> Table:
     """One row per (method, size): median and IQR latency, stage medians, peak memory, GFLOP/s, status."""
     stage_cols = [c for c in prof.columns if c.startswith("stage_") and c.endswith("_s")]
-    header = ["method", "size", "median ms", "IQR ms", *[c[6:-2] + " ms" for c in stage_cols], "peak MiB",
-              "GFLOP/s", "status"]
+    header = [
+        "method",
+        "size",
+        "median ms",
+        "IQR ms",
+        *[c[6:-2] + " ms" for c in stage_cols],
+        "peak MiB",
+        "GFLOP/s",
+        "status",
+    ]
     rows = []
     for _, r in prof.sort_values(["method", "size"]).iterrows():
+
         def ms(v):
             return "–" if v is None or pd.isna(v) else f"{v * 1e3:.1f}"
 
         mem = r.get("peak_mem_bytes")
         gf = r.get("gflops_per_s")
-        rows.append([labels.get(r["method"], r["method"]), str(int(r["size"])), ms(r.get("median_s")), ms(r.get("iqr_s")),
-                     *[ms(r.get(c)) for c in stage_cols],
-                     "–" if mem is None or pd.isna(mem) else f"{mem / 2**20:.0f}",
-                     "–" if gf is None or pd.isna(gf) else f"{gf:.1f}", str(r["status"])])
+        rows.append(
+            [
+                labels.get(r["method"], r["method"]),
+                str(int(r["size"])),
+                ms(r.get("median_s")),
+                ms(r.get("iqr_s")),
+                *[ms(r.get(c)) for c in stage_cols],
+                "–" if mem is None or pd.isna(mem) else f"{mem / 2**20:.0f}",
+                "–" if gf is None or pd.isna(gf) else f"{gf:.1f}",
+                str(r["status"]),
+            ]
+        )
     return Table(header, rows, caption="latency: median over repeats after warm-up; see conventions below")
