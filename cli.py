@@ -483,8 +483,154 @@ def report_cmd(run_dir, out):
     click.echo(str(render(run_dir, out)))
 
 
+# ---- demo
+@weights_group.command(
+    "train-demo",
+    epilog="\b\nExamples:\n  sanet-bench weights train-demo adain     # the recipe, into the package\n"
+    "  sanet-bench weights train-demo wct --steps 5 --out /tmp/demo   # a smoke run elsewhere",
+)
+@click.argument("method", type=click.Choice(["adain", "wct", "avatar-net", "sanet"]))
+@click.option("--steps", type=click.IntRange(min=1), help="Steps for every unit (default: the recipe's).")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder for the .safetensors + manifest.json.")
+@user_errors
+def weights_train_demo_cmd(method, steps, out):
+    """Train METHOD's demo weights on offline images and the offline encoder (resumes if interrupted)."""
+    from sanet_bench.demo import train_demo
+
+    click.echo(str(train_demo(method, steps, out, progress=click.echo)))
+
+
+@weights_group.command(
+    "check-demo",
+    epilog="\b\nExamples:\n  sanet-bench weights check-demo adain\n"
+    "  sanet-bench weights check-demo sanet --size 256 --save /tmp/demo_png",
+)
+@click.argument("method", type=click.Choice(["adain", "wct", "avatar-net", "sanet"]))
+@click.option("--size", default=256, show_default=True, help="Shorter side of the grid images.")
+@click.option("--save", type=click.Path(path_type=Path), help="Also save the outputs as PNGs here.")
+@click.option("--record", is_flag=True, help="Write the result into the shipped manifest's checks.")
+@user_errors
+def weights_check_demo_cmd(method, size, save, record):
+    """Check METHOD's demo weights on the embedded grid: (a) losses vs the reference rows, (b) PSNR."""
+    import json
+
+    from sanet_bench.demo import DEMO_DIR, check_demo, update_manifest
+
+    res = check_demo(method, size, save_dir=save)
+    click.echo(json.dumps(res, indent=1))
+    if record:
+        update_manifest(DEMO_DIR, method, res, key="checks")
+    if not (res["a_pass"] and res["b_pass"]):
+        sys.exit(1)
+
 
 # ---------------------------------------------------------------------------------------------- train / ablate
+def _train_overrides(**kw) -> dict:
+    """Command-line values for TrainConfig (None = not given, so the preset/config value stays)."""
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+_TRAIN_OPTIONS = [
+    click.option("--content-dir", type=click.Path(), default=None, help="Content images (recursive): COCO."),
+    click.option("--style-dir", type=click.Path(), default=None, help="Style images (recursive): WikiArt."),
+    click.option("--preset", default=None, help="Built-in preset with a [train] table (e.g. tiny)."),
+    click.option("--config", "config_path", type=click.Path(), default=None, help="TOML, [train] table."),
+    click.option("--iters", type=int, default=None, help="Total iterations (default 500000)."),
+    click.option("--batch", type=int, default=None, help="Batch size (default 5)."),
+    click.option("--crop", type=int, default=None, help="Random crop size (default 256)."),
+    click.option("--load-size", type=int, default=None, help="Shorter side before cropping (default 512)."),
+    click.option("--lambda-c", type=float, default=None, help="Content loss weight (default 1)."),
+    click.option("--lambda-s", type=float, default=None, help="Style loss weight (default 3)."),
+    click.option("--lambda-id1", type=float, default=None, help="Pixel identity loss weight (default 50)."),
+    click.option("--lambda-id2", type=float, default=None, help="Feature identity loss weight (default 1)."),
+    click.option("--vgg", default=None, help="Encoder: auto | offline | official | PATH."),
+    click.option("--init-dir", type=click.Path(), default=None, help="Start from this folder's checkpoints."),
+    click.option("--seed", type=int, default=None, help="Initial weights and data order (default 0)."),
+    click.option("--save-every", type=int, default=None, help="Checkpoint interval in iterations."),
+    click.option("--log-every", type=int, default=None, help="Loss-log interval in iterations."),
+    click.option("--workers", "num_workers", type=int, default=None, help="DataLoader workers (decoding)."),
+    click.option("--device", default=None, help="cpu | cuda | cuda:N"),
+    click.option("--no-progress", "no_progress", is_flag=True, help="No progress bar."),
+]
+
+
+def _with_train_options(fn):
+    for opt in reversed(_TRAIN_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def _train_config(preset, config_path, no_progress, out=None, **kw):
+    from sanet_bench.config import load
+    from sanet_bench.train import TrainConfig
+
+    over = _train_overrides(out=out, progress=False if no_progress else None, **kw)
+    return load(TrainConfig, preset, config_path, over, section="train")
+
+
+@main.command(
+    "train",
+    epilog="\b\nExamples:\n"
+    "  sanet-bench train --content-dir coco/train2014 --style-dir wikiart --out runs/sanet\n"
+    "  sanet-bench train --content-dir c --style-dir s --iters 2000 --crop 128 --vgg ~/vgg_normalised.pth\n"
+    "  sanet-bench train --content-dir c --style-dir s --lambda-id1 0 --lambda-id2 0 --out runs/no-id\n"
+    "\b\nRerunning on the same --out resumes from its latest checkpoint. The folder loads as a model:\n"
+    "  sanet-bench stylize --method sanet --weights-dir runs/sanet --content c.jpg --style s.jpg --out o.png"
+    "\n  (the folder holds the encoder trained with as vgg_normalised.pth; train_meta.json says which)",
+)
+@_with_train_options
+@click.option("--out", type=click.Path(), default=None, help="Output folder (checkpoints, losses.csv).")
+@user_errors
+def train_cmd(preset, config_path, no_progress, out, **kw):
+    """Train SANet with the paper's objective (resumable; checkpoints in the official layout)."""
+    from sanet_bench.train import train
+
+    r = train(_train_config(preset, config_path, no_progress, out, **kw))
+    enc = r.encoder.get("id") or f"{r.encoder['kind']} {r.encoder.get('path')}"
+    click.echo(f"{r.out}: iteration {r.iteration} (resumed from {r.resumed_from}); encoder {enc}")
+    if r.last:
+        losses = ", ".join(f"{k}={r.last[k]:.4g}" for k in ("loss_c", "loss_s", "l_identity1", "l_identity2"))
+        click.echo(f"last step: {losses}; {r.seconds_per_step:.3f} s/step")
+    if r.skipped_files:
+        click.echo(f"skipped {r.skipped_files} unreadable image files (listed in train_meta.json)")
+
+
+@main.group("ablate", epilog="\b\nExample:\n  sanet-bench ablate identity --preset tiny")
+def ablate_group() -> None:
+    """Ablations of SANet's training objective."""
+
+
+@ablate_group.command(
+    "identity",
+    epilog="\b\nExamples:\n  sanet-bench ablate identity --preset tiny          # CPU, minutes\n"
+    "  sanet-bench ablate identity --content-dir coco --style-dir wikiart --iters 20000 --device cuda\n"
+    "  sanet-bench ablate identity --preset tiny --variants full,no-identity --out runs/abl",
+)
+@_with_train_options
+@click.option("--variants", callback=csv_strs, default=None,
+              help="Comma-separated subset of full,no-identity,pixel-only,feature-only.")
+@click.option("--grid", default=None, help="Evaluation grid (default embedded).")
+@click.option("--size", "eval_size", type=int, default=None, help="Evaluation image size.")
+@click.option("--max-pairs", type=int, default=None, help="Evaluation (content, style) pairs.")
+@click.option("--metrics", callback=csv_strs, default=None, help="Comma-separated metric names.")
+@click.option("--out", type=click.Path(), default=None, help="Output folder (variants/, ablation.md).")
+@user_errors
+def ablate_identity_cmd(preset, config_path, no_progress, variants, grid, eval_size, max_pairs, metrics, out,
+                        **kw):
+    """Train each identity-loss variant from the same start and compare them on one grid."""
+    from sanet_bench.ablation import AblationConfig, run_ablation
+    from sanet_bench.config import load
+
+    tcfg = _train_config(preset, config_path, no_progress, **kw)
+    over = dict(variants=variants, grid=grid, size=eval_size, max_pairs=max_pairs, metrics=metrics, out=out,
+                device=kw.get("device"))
+    acfg = load(AblationConfig, preset, config_path, {k: v for k, v in over.items() if v is not None},
+                section="ablation")
+    r = run_ablation(tcfg, acfg)
+    for row in r.table:
+        vals = ", ".join(f"{m}={row[m]:.4g}" if row[m] is not None else f"{m}=missing" for m in acfg.metrics)
+        click.echo(f"{row['variant']:<13} {vals}")
+    click.echo(f"report: {r.report} (train {r.seconds['train']:.0f} s, eval {r.seconds['eval']:.0f} s)")
 
 
 if __name__ == "__main__":
