@@ -173,3 +173,21 @@ def test_loss_log_truncation_drops_later_and_partial_rows(tmp_path):
         "iteration": 2, "lr": 1e-4, "loss_c": 2.0, "loss_s": 0.5, "l_identity1": 0.25, "l_identity2": 1.0,
         "total": 2.0, "seconds": 0.1,
     }
+
+
+def test_cli_train_trains_then_resumes(folders, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    c, s = folders
+    args = ["train", "--content-dir", str(c), "--style-dir", str(s), "--iters", "1", "--batch", "1",
+            "--crop", "32", "--load-size", "40", "--vgg", "offline", "--out", str(tmp_path / "o"),
+            "--no-progress"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "iteration 1 (resumed from 0)" in r.output and "offline-random-vgg19" in r.output
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and "iteration 1 (resumed from 1)" in r.output
+    r = CliRunner().invoke(main, [*args[:1], "--content-dir", str(tmp_path / "missing"), *args[3:]])
+    assert r.exit_code == 2 and "missing: not a folder" in r.output and r.output.strip().count("\n") == 0
