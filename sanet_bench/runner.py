@@ -278,6 +278,8 @@ def run(
             say(f"warning: metrics needing {need} are missing: {reason}")
     if "offline" in nets.encoder_id:
         say(f"warning: VGG metrics use {nets.encoder_id}")
+    if cfg.weights == "random":
+        say("warning: weights=random — outputs and metrics measure nothing about quality (latency work only)")
 
     todo = [c for c in cells if c.key not in done]
     ok = failed = 0
