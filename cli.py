@@ -483,6 +483,46 @@ def report_cmd(run_dir, out):
     click.echo(str(render(run_dir, out)))
 
 
+# ---- demo
+@weights_group.command(
+    "train-demo",
+    epilog="\b\nExamples:\n  sanet-bench weights train-demo adain     # the recipe, into the package\n"
+    "  sanet-bench weights train-demo wct --steps 5 --out /tmp/demo   # a smoke run elsewhere",
+)
+@click.argument("method", type=click.Choice(["adain", "wct", "avatar-net", "sanet"]))
+@click.option("--steps", type=click.IntRange(min=1), help="Steps for every unit (default: the recipe's).")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder for the .safetensors + manifest.json.")
+@user_errors
+def weights_train_demo_cmd(method, steps, out):
+    """Train METHOD's demo weights on offline images and the offline encoder (resumes if interrupted)."""
+    from sanet_bench.demo import train_demo
+
+    click.echo(str(train_demo(method, steps, out, progress=click.echo)))
+
+
+@weights_group.command(
+    "check-demo",
+    epilog="\b\nExamples:\n  sanet-bench weights check-demo adain\n"
+    "  sanet-bench weights check-demo sanet --size 256 --save /tmp/demo_png",
+)
+@click.argument("method", type=click.Choice(["adain", "wct", "avatar-net", "sanet"]))
+@click.option("--size", default=256, show_default=True, help="Shorter side of the grid images.")
+@click.option("--save", type=click.Path(path_type=Path), help="Also save the outputs as PNGs here.")
+@click.option("--record", is_flag=True, help="Write the result into the shipped manifest's checks.")
+@user_errors
+def weights_check_demo_cmd(method, size, save, record):
+    """Check METHOD's demo weights on the embedded grid: (a) losses vs the reference rows, (b) PSNR."""
+    import json
+
+    from sanet_bench.demo import DEMO_DIR, check_demo, update_manifest
+
+    res = check_demo(method, size, save_dir=save)
+    click.echo(json.dumps(res, indent=1))
+    if record:
+        update_manifest(DEMO_DIR, method, res, key="checks")
+    if not (res["a_pass"] and res["b_pass"]):
+        sys.exit(1)
+
 
 # ---------------------------------------------------------------------------------------------- train / ablate
 def _train_overrides(**kw) -> dict:

@@ -199,6 +199,7 @@ SPEC = register_method(
             ),
         ),
         default_alpha=1.0,
+        weights_kinds=("official", "random", "demo", "auto"),  # demo: sanet_bench.demo
         options=(
             Option("preserve_color", False, "recolour the style to the content's colours (function.coral)"),
             Option(

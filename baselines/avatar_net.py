@@ -386,6 +386,7 @@ SPEC = register_method(
             ),
         ),
         default_alpha=0.8,
+        weights_kinds=("official", "random", "demo", "auto"),  # demo: sanet_bench.demo
         notes="alpha is the official inter_weight (content/style blend in the whitened space)",
     )
 )

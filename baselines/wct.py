@@ -241,6 +241,7 @@ SPEC = register_method(
         factory=WCT,
         files=_files(),
         default_alpha=0.6,
+        weights_kinds=("official", "random", "demo", "auto"),  # demo: sanet_bench.demo
         min_size=64,
         notes="each level's .t7 (with torchfile) can stand in for its .pth; the transform stage is the "
         "float64 eigendecomposition WCT",

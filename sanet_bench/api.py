@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, WeightsError
 from .method import Method
 from .registry import MethodSpec, get_method_spec, method_specs
 from .weights import resolve_official, sha256_file
 
-WEIGHT_KINDS = ("official", "random")
+WEIGHT_KINDS = ("official", "random", "demo", "auto")
+log = logging.getLogger(__name__)
 
 
 def list_methods() -> list[str]:
@@ -49,7 +51,11 @@ def load_method(
 
     ``weights``: ``"official"`` reads the official files under their official names from ``weights_dir``
     (or the cache filled by ``sanet-bench weights pull/import``); ``"random"`` keeps the exact
-    architecture with seeded random weights (for latency and memory work; never for quality numbers).
+    architecture with seeded random weights (for latency and memory work; never for quality numbers);
+    ``"demo"`` loads the demo weights trained by this project (:mod:`sanet_bench.demo`, shipped in the
+    package; NOT the papers' models); ``"auto"``: ``weights_dir`` if given (strict official), else the cache
+    of official files if complete, else the demo weights with a one-line warning, else the cache's error.
+    ``model.weights_info["source"]`` says which was used.
     """
     spec = get_method_spec(name)
     if weights not in spec.weights_kinds:
@@ -59,8 +65,16 @@ def load_method(
     dev = resolve_device(device)
     model = build(spec, seed)
     info: dict[str, Any] = {"source": weights}
-    if weights == "official":
-        paths = resolve_official(spec, weights_dir)
+    paths = None
+    if weights == "auto":
+        paths, weights = _resolve_auto(spec, weights_dir)
+        info["source"] = weights
+    if weights == "demo":
+        from .demo import load_demo
+
+        info = load_demo(model, spec.name)
+    elif weights == "official":
+        paths = paths if paths is not None else resolve_official(spec, weights_dir)
         model.load_official(paths)
         info["files"] = {n: sha256_file(p) for n, p in sorted(paths.items())}
         info["dir"] = str(next(iter(paths.values())).parent) if paths else None
@@ -68,6 +82,22 @@ def load_method(
         info["seed"] = seed
     model.weights_info = info
     return model.to(dev).eval()
+
+
+def _resolve_auto(spec: MethodSpec, weights_dir) -> tuple[dict | None, str]:
+    """``(official paths, "official")`` from weights_dir or a complete cache, else ``(None, "demo")``."""
+    from . import demo
+
+    if weights_dir is not None:
+        return resolve_official(spec, weights_dir), "official"
+    try:
+        return resolve_official(spec, None), "official"
+    except WeightsError as e:
+        if not demo.available(spec.name):
+            raise
+        log.warning("%s: official weights not in the cache; using the DEMO weights trained by sanet-bench on "
+                    "a random encoder (not the paper's model): %s", spec.name, str(e).split(" — ")[0])
+        return None, "demo"
 
 
 def stylize_files(

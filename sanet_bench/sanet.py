@@ -191,6 +191,7 @@ SPEC = register_method(
             ),
         ),
         default_alpha=1.0,
+        weights_kinds=("official", "random", "demo", "auto"),  # demo: sanet_bench.demo
         notes="alpha<1 interpolates relu4_1 features with the content's (not in the reference)",
     )
 )

@@ -1,0 +1,177 @@
+"""Demo weights: int8 storage, loading with sha256 checks, the ``auto`` resolution order, training smoke run,
+and (slow) issue 9's quality checks on the embedded grid."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from sanet_bench import demo
+from sanet_bench.api import build, load_method
+from sanet_bench.errors import WeightsError
+from sanet_bench.nn.vgg import OFFLINE_VGG_ID, offline_vgg_normalised
+from sanet_bench.registry import get_method_spec
+from sanet_bench.weights import sha256_file
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SANET_BENCH_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_quantise_round_trip_per_channel():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 4, 3, 3, generator=g) * torch.logspace(-3, 1, 8).view(8, 1, 1, 1)
+    w[3] = 0.0  # an all-zero channel must not divide by zero
+    b = torch.randn(8, generator=g)
+    stored = demo.quantise({"c.weight": w, "c.bias": b})
+    assert stored["c.weight"].dtype == torch.int8 and stored["c.weight"].shape == w.shape
+    scale = stored["c.weight" + demo.SCALE_SUFFIX]
+    assert scale.shape == (8,)
+    back = demo.dequantise(stored)
+    assert set(back) == {"c.weight", "c.bias"}
+    assert torch.equal(back["c.bias"], b)
+    err = (back["c.weight"] - w).abs().reshape(8, -1).amax(1)
+    assert torch.all(err <= scale / 2 + 1e-7)  # per channel: small channels keep their own precision
+    assert torch.equal(back["c.weight"][3], torch.zeros(4, 3, 3))
+    rel = (back["c.weight"] - w).norm() / w.norm()
+    assert rel < 0.01
+
+
+def test_wct_d5_tail_is_d4():
+    from baselines.wct import decoder
+
+    d4, d5 = decoder(4), decoder(5)
+    head = {k: v for k, v in d5.state_dict().items() if int(k.split(".")[0]) <= demo.D5_TAIL_OFFSET}
+    d5.load_state_dict(demo.wct_d5_state(head, d4.state_dict()), strict=True)
+    x = torch.randn(1, 512, 4, 4)
+    mid = d5[: demo.D5_TAIL_OFFSET](x)  # the head's output feeds the shared tail
+    assert torch.allclose(d5[demo.D5_TAIL_OFFSET:](mid), d4(mid))
+
+
+def test_avatar_encoder_is_the_offline_vgg_conv1():
+    vgg = offline_vgg_normalised()
+    st = demo.avatar_encoder_state()
+    x = torch.rand(1, 3, 12, 12)
+    mean = torch.tensor((123.68, 116.78, 103.94)).view(1, 3, 1, 1)
+    ours = F.conv2d(x * 255.0 - mean, st["encoder.conv1_1.weight"], st["encoder.conv1_1.bias"])
+    ref = F.conv2d(vgg[0](x), vgg[2].weight, vgg[2].bias)
+    assert torch.allclose(ours, ref, rtol=1e-4, atol=1e-2)
+    assert torch.equal(st["encoder.conv4_1.weight"], vgg[29].weight)
+
+
+def _fake_demo(folder, name="adain"):
+    """A demo folder holding AdaIN weights (a seeded random decoder, quantised) + its manifest."""
+    dec = build(get_method_spec(name), seed=3).decoder.state_dict()
+    path = folder / f"{name}.safetensors"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(demo.quantise({f"decoder.{k}": v for k, v in dec.items()}), str(path))
+    entry = {"file": path.name, "sha256": sha256_file(path), "encoder": OFFLINE_VGG_ID, "recipe_id": "t"}
+    (folder / demo.MANIFEST).write_text(json.dumps({name: entry}))
+    return dec, entry
+
+
+def test_load_demo_checks_sha256_and_loads_offline_encoder(tmp_path):
+    dec, entry = _fake_demo(tmp_path / "d")
+    model = build(get_method_spec("adain"))
+    info = demo.load_demo(model, "adain", tmp_path / "d")
+    assert info["source"] == "demo" and info["files"] == {"adain.safetensors": entry["sha256"]}
+    assert info["encoder"] == OFFLINE_VGG_ID
+    assert torch.allclose(model.decoder.state_dict()["1.weight"], dec["1.weight"], atol=1e-2)
+    assert torch.equal(model.encoder.vgg[2].weight, offline_vgg_normalised()[2].weight)
+    bad = {**entry, "sha256": "0" * 64}
+    (tmp_path / "d" / demo.MANIFEST).write_text(json.dumps({"adain": bad}))
+    with pytest.raises(WeightsError, match="does not match the demo manifest"):
+        demo.load_demo(model, "adain", tmp_path / "d")
+    with pytest.raises(WeightsError, match="no demo weights for wct"):
+        demo.load_demo(model, "wct", tmp_path / "d")
+
+
+def _official_adain(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    m = build(get_method_spec("adain"), seed=5)
+    torch.save(m.encoder.vgg.state_dict(), folder / "vgg_normalised.pth")
+    torch.save(m.decoder.state_dict(), folder / "decoder.pth")
+    return m
+
+
+def test_auto_order_weights_dir_then_cache_then_demo(home, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(demo, "DEMO_DIR", tmp_path / "demo")
+    _fake_demo(tmp_path / "demo")
+    with caplog.at_level(logging.WARNING):
+        m = load_method("adain", weights="auto")
+    assert m.weights_info["source"] == "demo"
+    notes = [r.getMessage() for r in caplog.records if "DEMO" in r.getMessage()]
+    assert len(notes) == 1 and "\n" not in notes[0]
+
+    ref = _official_adain(tmp_path / "wd")
+    m = load_method("adain", weights="auto", weights_dir=tmp_path / "wd")
+    assert m.weights_info["source"] == "official"
+    assert torch.equal(m.decoder.state_dict()["1.weight"], ref.decoder.state_dict()["1.weight"])
+    with pytest.raises(WeightsError, match="official files missing"):  # weights_dir is strict: no demo
+        load_method("adain", weights="auto", weights_dir=tmp_path / "empty")
+
+    _official_adain(home / "weights" / "adain")
+    assert load_method("adain", weights="auto").weights_info["source"] == "official"
+
+    (home / "weights" / "adain" / "decoder.pth").unlink()  # incomplete cache and no demo: the cache's error
+    monkeypatch.setattr(demo, "available", lambda name, folder=None: False)
+    with pytest.raises(WeightsError, match="official files missing"):
+        load_method("adain", weights="auto")
+
+
+def test_train_unit_resumes_and_reuses_a_finished_unit(home):
+    first = demo.train_unit("wct_d1", steps=2)
+    ckpt = home / "demo_train" / "wct_d1" / "ckpt.pt"
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["iteration"] == 2 and len(saved["losses"]) == 2
+    assert set(first["state"]) == {"decoders.0.1.weight", "decoders.0.1.bias"}
+    again = demo.train_unit("wct_d1", steps=2)  # finished: nothing retrained, same weights
+    assert again["seconds"] == saved["seconds"]
+    assert torch.equal(again["state"]["decoders.0.1.weight"], first["state"]["decoders.0.1.weight"])
+
+
+@pytest.mark.slow
+def test_train_demo_cli_smoke(home, tmp_path):
+    from cli import main
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["weights", "train-demo", "avatar-net", "--steps", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    entry = demo.read_manifest(out)["avatar-net"]
+    assert entry["sha256"] == sha256_file(out / "avatar-net.safetensors")
+    assert entry["encoder"] == OFFLINE_VGG_ID and entry["command"].endswith("--steps 2")
+    assert len(entry["units"]["avatar-net"]["losses"]["last_10_mean"]) == 3
+    assert set(entry["quantisation"]) >= {"psnr_float32_db", "psnr_int8_db"}
+    model = build(get_method_spec("avatar-net"))
+    assert demo.load_demo(model, "avatar-net", out)["source"] == "demo"
+
+
+# ------------------------------------------------------------------------------------- the shipped weights
+def test_shipped_demo_weights_load_offline_with_sha256():
+    shipped = demo.read_manifest()
+    assert set(shipped) == set(demo.DEMO_METHODS)
+    total = sum((demo.DEMO_DIR / e["file"]).stat().st_size for e in shipped.values())
+    assert total <= 30 * 1000 * 1000
+    for name, entry in shipped.items():
+        m = load_method(name, weights="demo")
+        assert m.weights_info["files"] == {entry["file"]: sha256_file(demo.DEMO_DIR / entry["file"])}
+        assert m.weights_info["encoder"] == OFFLINE_VGG_ID
+        assert entry["command"] == f"sanet-bench weights train-demo {name}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", demo.DEMO_METHODS)
+def test_demo_keeps_content_and_transfers_style(name):
+    res = demo.check_demo(name, size=256)
+    m = res["mean"]
+    assert m["method"]["style_loss"] < m["content_as_output"]["style_loss"]
+    assert m["method"]["content_loss"] < m["style_as_output"]["content_loss"]
+    assert res["reconstruction_psnr_db"] >= 18.0
