@@ -14,7 +14,7 @@ of the median call. ``decomp%``: the share spent inside ``torch.linalg.eigh/eig/
 wrapped with a timer during the timed calls (WCT's transform stage holds its eigendecompositions). On CUDA
 every timer synchronises, so GPU times are wall times of finished work.
 Gatys optimises for ``--gatys-iters`` L-BFGS iterations only (default 300 in real use); its row also gives
-the time per iteration to extrapolate from.
+the time per iteration (transform stage / iterations) to extrapolate from.
 """
 
 from __future__ import annotations
@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             note = ""
             if spec.name == "gatys":
-                note = f"{r['median'] / max(args.gatys_iters, 1):.3f} s/iter"
+                per_iter = r["median"] * sh.get("transform", 0.0) / max(args.gatys_iters, 1)
+                note = f"{per_iter:.3f} s per L-BFGS iteration"
             print(
                 f"{spec.name:<11} {size:>5} {weights:<9} {r['median']:>9.3f} {r['min']:>8.3f} {cols}  {note}"
             )
