@@ -18,8 +18,9 @@ linear interpolation), per-stage medians, FLOPs and achieved GFLOP/s (FLOPs / me
 
 Peak memory conventions (``peak_mem_convention`` in every record):
 
-* CUDA: ``torch.cuda.max_memory_allocated`` over the timed calls, after ``reset_peak_memory_stats``, minus
-  ``memory_allocated`` before them (weights and inputs excluded; cuDNN workspaces included).
+* CUDA: ``torch.cuda.max_memory_allocated`` over the warm-up and timed calls, after
+  ``reset_peak_memory_stats``, minus ``memory_allocated`` before them (weights and inputs excluded; cuDNN
+  workspaces included). It is in-process: the caching allocator's statistics isolate each cell.
 * CPU: peak RSS delta in a fresh process: each cell runs in its own ``spawn`` worker; the kernel's peak-RSS
   mark (``VmHWM``) is reset to the current RSS just before the measured call (``/proc/self/clear_refs``)
   and the delta is ``VmHWM`` after it minus ``VmRSS`` before it, so the loaded model and inputs are
@@ -72,7 +73,7 @@ MANIFEST = "manifest.json"
 PROFILE_OPTIONS: dict[str, dict[str, Any]] = {"gatys": {"iters": 10}}
 
 MEM_CUDA = (
-    "cuda max_memory_allocated over the timed calls minus memory_allocated before them "
+    "cuda max_memory_allocated over the warm-up and timed calls minus memory_allocated before them "
     "(weights and inputs excluded)"
 )
 MEM_CPU_HWM = "cpu peak RSS delta in a fresh process: VmHWM after one call minus VmRSS before it"
@@ -288,13 +289,14 @@ def _measure(cell: dict[str, Any]) -> dict[str, Any]:
         with _flop_counter() as counter:
             call()
         result["flops"] = counter.get_total_flops() or None
-    for _ in range(cell["warmup"]):
-        call()
     sync()
-    timer.collect()
     if cuda:
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
+    for _ in range(cell["warmup"] if cell["warmup"] or cell["repeats"] else 1):  # CUDA peak: >= 1 call
+        call()
+    sync()
+    timer.collect()
     samples: list[float] = []
     stages: dict[str, list[float]] = defaultdict(list)
     for _ in range(cell["repeats"]):
@@ -430,7 +432,7 @@ def profile(
     records: list[dict[str, Any]] = []
     for name in methods:
         spec = get_method_spec(name)
-        weights = cfg.weights if cfg.weights in spec.weights_kinds else spec.weights_kinds[0]
+        weights = spec.weights_kind(cfg.weights)
         options = _cell_options(name, {o.name for o in spec.options}, cfg.method_options)
         oom_at: int | None = None
         for size in sorted(set(cfg.sizes)):

@@ -21,7 +21,7 @@ class Source:
     """Where a file is published. ``kind`` selects the download protocol."""
 
     url: str
-    kind: str = "http"  # "http" (plain/GitHub release asset), "gdrive", "yandex"
+    kind: str = "http"  # "http" (plain/GitHub release asset), "gdrive", "yandex", "package" (pip package)
     note: str = ""
 
 
@@ -66,6 +66,11 @@ class MethodSpec:
             if f.name == name:
                 return f
         raise KeyError(name)
+
+    def weights_kind(self, requested: str) -> str:
+        """``requested`` where this method supports it, else its first kind: a method whose only weights ship
+        with it (magenta: ``official``) runs with those, and its rows say so, instead of failing a run."""
+        return requested if requested in self.weights_kinds else self.weights_kinds[0]
 
     def sources_line(self) -> str:
         return "; ".join(f"{f.name}: {f.sources[0].url if f.sources else 'no public source'}" for f in self.files)

