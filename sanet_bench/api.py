@@ -66,7 +66,8 @@ def load_method(
     model = build(spec, seed)
     info: dict[str, Any] = {"source": weights}
     paths = None
-    if weights == "auto":
+    auto = weights == "auto"
+    if auto:
         paths, weights = _resolve_auto(spec, weights_dir)
         info["source"] = weights
     if weights == "demo":
@@ -80,6 +81,8 @@ def load_method(
         info["dir"] = str(next(iter(paths.values())).parent) if paths else None
     elif weights == "random":
         info["seed"] = seed
+    if auto:
+        info["requested"] = "auto"
     model.weights_info = info
     return model.to(dev).eval()
 

@@ -252,11 +252,11 @@ UNITS: dict[str, Unit] = {
     for u in (
         Unit("wct_d4", "wct", "pixel MSE + 0.01 feature MSE at relu4_1 (Li et al. 2017)", 300, 1e-3,
              weights={"feature": 0.01}),
-        Unit("wct_d1", "wct", "pixel MSE + 0.01 feature MSE at relu1_1", 80, 1e-3, weights=_FEAT),
-        Unit("wct_d2", "wct", "pixel MSE + 0.01 feature MSE at relu2_1", 100, 1e-3, weights=_FEAT),
+        Unit("wct_d1", "wct", "pixel MSE + 0.01 feature MSE at relu1_1", 300, 5e-3, weights=_FEAT),
+        Unit("wct_d2", "wct", "pixel MSE + 0.01 feature MSE at relu2_1", 200, 2e-3, weights=_FEAT),
         Unit("wct_d3", "wct", "pixel MSE + 0.01 feature MSE at relu3_1", 150, 1e-3, weights=_FEAT),
         Unit("wct_d5", "wct", "pixel MSE + 0.01 feature MSE at relu5_1; head only, tail = trained d4 frozen",
-             150, 1e-3, crop=96, init="wct_d4", weights={"feature": 0.01}),
+             100, 1e-3, init="wct_d4", weights={"feature": 0.01}),
         Unit("adain", "adain", "AdaIN loss_c + 10 loss_s + w_rec * pixel MSE of D(E(c)) to c", 150, 1e-4,
              init="wct_d4", weights={"style": 10.0, "rec": 50.0}),
         Unit("avatar-net", "avatar-net", "pixel MSE + 0.01 perceptual MSE, relu1_1..relu4_1 (Sheng et al.)",
@@ -460,7 +460,7 @@ def train_unit(name: str, steps: int | None = None, root: Path | None = None, se
                          "optimizer": opt.state_dict(), "losses": history, "seconds": seconds})
             if progress:
                 row = ", ".join(f"{k} {v:.4g}" for k, v in history[-1].items())
-                progress(f"{name} {done}/{steps} ({seconds / max(done - start, 1):.2f} s/step): {row}")
+                progress(f"{name} {done}/{steps} ({seconds / done:.2f} s/step): {row}")
     return {"state": {k: v.detach().clone() for k, v in job.result().items()}, "losses": history,
             "steps": steps, "seconds": seconds}
 

@@ -107,7 +107,7 @@ def test_auto_order_weights_dir_then_cache_then_demo(home, tmp_path, monkeypatch
     _fake_demo(tmp_path / "demo")
     with caplog.at_level(logging.WARNING):
         m = load_method("adain", weights="auto")
-    assert m.weights_info["source"] == "demo"
+    assert m.weights_info["source"] == "demo" and m.weights_info["requested"] == "auto"
     notes = [r.getMessage() for r in caplog.records if "DEMO" in r.getMessage()]
     assert len(notes) == 1 and "\n" not in notes[0]
 
