@@ -24,7 +24,9 @@ Peak memory conventions (``peak_mem_convention`` in every record):
 * CPU: peak RSS delta in a fresh process: each cell runs in its own ``spawn`` worker; the kernel's peak-RSS
   mark (``VmHWM``) is reset to the current RSS just before the measured call (``/proc/self/clear_refs``)
   and the delta is ``VmHWM`` after it minus ``VmRSS`` before it, so the loaded model and inputs are
-  excluded. Where ``clear_refs`` is unavailable it is ``ru_maxrss`` growth over that call (a lower bound).
+  excluded. ``RssAnon`` is also polled (2 ms) and its growth kept if larger: the kernel may evict
+  file-backed pages (shared libraries) under memory pressure during the call, which lowers ``VmHWM``.
+  Where ``clear_refs`` is unavailable it is ``ru_maxrss`` growth over that call (a lower bound).
   ``tracemalloc`` is not used: it does not see torch's allocations. A CPU cell run in-process
   (``isolate=False``) records no peak memory: the high-water mark would carry over from earlier cells.
 
@@ -50,6 +52,7 @@ import re
 import resource
 import signal
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -76,7 +79,10 @@ MEM_CUDA = (
     "cuda max_memory_allocated over the warm-up and timed calls minus memory_allocated before them "
     "(weights and inputs excluded)"
 )
-MEM_CPU_HWM = "cpu peak RSS delta in a fresh process: VmHWM after one call minus VmRSS before it"
+MEM_CPU_HWM = (
+    "cpu peak RSS delta in a fresh process: VmHWM after one call minus VmRSS before it "
+    "(or polled RssAnon growth, if larger)"
+)
 MEM_CPU_MAXRSS = "cpu ru_maxrss growth over one call in a fresh process (lower bound: no clear_refs)"
 MEM_NONE = "not measured: CPU cell run in-process (isolate=False)"
 
@@ -166,12 +172,15 @@ def _flop_counter():
     return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
-def _proc_status_kib(key: str) -> int | None:
+def _proc_status_kib(*keys: str) -> dict[str, int]:
+    """Fields of /proc/self/status in KiB (empty where /proc is unavailable)."""
+    out: dict[str, int] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return None
+            key = line.split(":", 1)[0]
+            if key in keys:
+                out[key] = int(line.split()[1])
+    return out
 
 
 def _maxrss_bytes() -> int:
@@ -180,21 +189,41 @@ def _maxrss_bytes() -> int:
 
 
 @contextlib.contextmanager
-def rss_peak_delta() -> Iterator[dict[str, Any]]:
-    """Peak RSS growth of the block: ``out["bytes"]``, ``out["convention"]``, ``out["baseline_bytes"]``."""
+def rss_peak_delta(poll_s: float = 0.002) -> Iterator[dict[str, Any]]:
+    """Peak RSS growth of the block: ``out["bytes"]``, ``out["convention"]``, ``out["baseline_bytes"]``.
+
+    The kernel's mark (``VmHWM``) counts file-backed pages too, which the kernel may evict under memory
+    pressure while the block runs, hiding growth; so ``RssAnon`` is also polled every ``poll_s`` seconds by a
+    thread (torch releases the GIL) and the larger of the two deltas is kept.
+    """
     out: dict[str, Any] = {}
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
-        hwm = _proc_status_kib("VmHWM") is not None
+        hwm = "VmHWM" in _proc_status_kib("VmHWM")
     except OSError:
         hwm = False
-    before = _proc_status_kib("VmRSS") * 1024 if hwm else _maxrss_bytes()
-    out["baseline_bytes"] = before
+    before = _proc_status_kib("VmRSS", "RssAnon") if hwm else {"VmRSS": _maxrss_bytes() // 1024}
+    anon_peak = [before.get("RssAnon", 0)]
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(poll_s):
+            anon_peak[0] = max(anon_peak[0], _proc_status_kib("RssAnon").get("RssAnon", 0))
+
+    poller = threading.Thread(target=poll, daemon=True) if "RssAnon" in before else None
+    if poller is not None:
+        poller.start()
+    out["baseline_bytes"] = before["VmRSS"] * 1024
     try:
         yield out
     finally:
-        peak = _proc_status_kib("VmHWM") * 1024 if hwm else _maxrss_bytes()
-        out["bytes"] = max(0, peak - before)
+        stop.set()
+        if poller is not None:
+            poller.join()
+            anon_peak[0] = max(anon_peak[0], _proc_status_kib("RssAnon").get("RssAnon", 0))
+        peak = _proc_status_kib("VmHWM")["VmHWM"] * 1024 if hwm else _maxrss_bytes()
+        anon_delta = (anon_peak[0] - before.get("RssAnon", 0)) * 1024
+        out["bytes"] = max(0, peak - out["baseline_bytes"], anon_delta)
         out["convention"] = MEM_CPU_HWM if hwm else MEM_CPU_MAXRSS
 
 
