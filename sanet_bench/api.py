@@ -77,14 +77,31 @@ def load_method(
     elif weights == "official":
         paths = paths if paths is not None else resolve_official(spec, weights_dir)
         model.load_official(paths)
-        info["files"] = {n: sha256_file(p) for n, p in sorted(paths.items())}
+        info["files"] = {p.name: sha256_file(p) for _, p in sorted(paths.items())}
         info["dir"] = str(next(iter(paths.values())).parent) if paths else None
+        info.update(_trained_by_us(paths))
     elif weights == "random":
         info["seed"] = seed
     if auto:
         info["requested"] = "auto"
     model.weights_info = info
     return model.to(dev).eval()
+
+
+def _trained_by_us(paths: dict[str, Any]) -> dict[str, Any]:
+    """A folder written by ``sanet-bench train`` has the official layout but not the published weights:
+    label it ``trained`` with its encoder (from ``train_meta.json``) so no row calls it official."""
+    from .train import META_FILE
+
+    dirs = {p.parent for p in paths.values()}
+    metas = [d / META_FILE for d in dirs if (d / META_FILE).is_file()]
+    if not metas:
+        return {}
+    import json
+
+    meta = json.loads(metas[0].read_text())
+    enc = meta.get("encoder", {})
+    return {"source": "trained", "train_meta": str(metas[0]), "encoder": enc.get("id") or enc.get("sha256")}
 
 
 def _resolve_auto(spec: MethodSpec, weights_dir) -> tuple[dict | None, str]:

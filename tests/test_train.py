@@ -191,3 +191,25 @@ def test_cli_train_trains_then_resumes(folders, tmp_path):
     assert r.exit_code == 0 and "iteration 1 (resumed from 1)" in r.output
     r = CliRunner().invoke(main, [*args[:1], "--content-dir", str(tmp_path / "missing"), *args[3:]])
     assert r.exit_code == 2 and "missing: not a folder" in r.output and r.output.strip().count("\n") == 0
+
+
+def test_training_output_is_labelled_trained_not_official(tmp_path):
+    """A train folder loads through weights='official' (official layout) but never claims to be official."""
+    import json
+
+    import torch
+
+    from sanet_bench import load_method
+    from sanet_bench.nn.vgg import OFFLINE_VGG_ID, offline_vgg_normalised
+    from sanet_bench.train import META_FILE
+
+    model = load_method("sanet", weights="random", seed=1)
+    torch.save(offline_vgg_normalised().state_dict(), tmp_path / "vgg_normalised.pth")
+    torch.save(model.decoder.state_dict(), tmp_path / "decoder_iter_4.pth")
+    torch.save(model.transform.state_dict(), tmp_path / "transformer_iter_4.pth")
+    loaded = load_method("sanet", weights="official", weights_dir=tmp_path)
+    assert loaded.weights_info["source"] == "official"  # no train_meta.json: a plain folder of files
+    (tmp_path / META_FILE).write_text(json.dumps({"encoder": {"kind": "offline", "id": OFFLINE_VGG_ID}}))
+    info = load_method("sanet", weights="official", weights_dir=tmp_path).weights_info
+    assert info["source"] == "trained" and info["encoder"] == OFFLINE_VGG_ID
+    assert set(info["files"]) == {"vgg_normalised.pth", "decoder_iter_4.pth", "transformer_iter_4.pth"}

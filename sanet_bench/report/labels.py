@@ -7,6 +7,7 @@ from typing import Any
 LOUD = {
     "random": "RANDOM WEIGHTS — untrained, latency/memory only",
     "demo": "DEMO WEIGHTS — trained by sanet-bench on an offline random encoder, not the published model",
+    "trained": "TRAINED WEIGHTS — a `sanet-bench train` run, not the published model",
 }
 
 
@@ -35,5 +36,6 @@ def long_label(info: dict[str, Any] | None) -> str:
     if src == "random":
         return f"{LOUD['random']} (seed={info.get('seed')})"
     if src in LOUD:
-        return f"{LOUD[src]}; {ident}"
+        enc = f"; encoder {info['encoder']}" if info.get("encoder") else ""
+        return f"{LOUD[src]}{enc}; {ident}"
     return f"{src.upper()} (not the official weights); {ident}"
