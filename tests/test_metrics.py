@@ -176,3 +176,18 @@ def test_evaluate_sees_the_saved_8bit_image():
     assert q.min() >= 0 and q.max() <= 1 and torch.equal((q * 255).round() / 255, q)
     values, _ = evaluate(out, c, c, Networks(), ["ssim"])
     assert values["ssim"] == pytest.approx(ssim_luminance(q, c), abs=1e-12)
+
+
+def test_training_folder_encoder_is_not_taken_for_the_official_one(tmp_path):
+    import json
+
+    import torch
+
+    from sanet_bench.metrics.networks import find_official_vgg
+    from sanet_bench.nn.vgg import OFFLINE_VGG_ID, offline_vgg_normalised
+
+    torch.save(offline_vgg_normalised().state_dict(), tmp_path / "vgg_normalised.pth")
+    assert find_official_vgg(tmp_path) == tmp_path / "vgg_normalised.pth"
+    meta = {"encoder": {"kind": "offline", "id": OFFLINE_VGG_ID}}
+    (tmp_path / "train_meta.json").write_text(json.dumps(meta))
+    assert find_official_vgg(tmp_path) is None

@@ -35,9 +35,19 @@ VGG_CACHES = ("sanet", "adain", "gatys")
 def find_official_vgg(weights_dir: str | os.PathLike | None = None) -> Path | None:
     dirs = ([Path(weights_dir).expanduser()] if weights_dir else []) + [cache_dir(m) for m in VGG_CACHES]
     for d in dirs:
-        if (d / VGG_FILE).is_file():
+        if (d / VGG_FILE).is_file() and not _trained_with_other_encoder(d):
             return d / VGG_FILE
     return None
+
+
+def _trained_with_other_encoder(folder: Path) -> bool:
+    """A `sanet-bench train` folder whose vgg_normalised.pth is not the official file (e.g. offline)."""
+    import json
+
+    from ..train import META_FILE
+
+    meta = folder / META_FILE
+    return meta.is_file() and json.loads(meta.read_text()).get("encoder", {}).get("kind") != "official"
 
 
 def _known_vgg_sha256() -> set[str]:
