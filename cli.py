@@ -357,17 +357,19 @@ def weights_convert_cmd(method, ckpt, out):
 @click.option("--overwrite", is_flag=True, help="Replace a run with a different config in --out.")
 @click.option("--report/--no-report", default=None, help="Render the report after the grid.")
 @click.option("--profile/--no-profile", default=None, help="Profile speed and memory after the grid.")
+@click.option("--references/--no-references", default=None,
+              help="Also score the content and the style as if they were outputs (reference rows).")
 @click.option("--progress/--no-progress", default=True, help="Progress bar with ETA on stderr.")
 @user_errors
 def run_cmd(config_path, preset, methods, grid, sizes, alphas, style_size, max_pairs, metrics, weights,
-            weights_dir, device, seed, out, overwrite, report, profile, progress):
+            weights_dir, device, seed, out, overwrite, report, profile, references, progress):
     """Run methods over a grid of content x style x size x alpha; write images, results and a manifest."""
     from sanet_bench import config, results, runner
 
     overrides = dict(
         methods=methods, grid=grid, sizes=sizes, alphas=alphas, style_size=style_size, max_pairs=max_pairs,
         metrics=metrics, weights=weights, weights_dir=weights_dir, device=device, seed=seed, out=out,
-        report=report, profile=profile,
+        report=report, profile=profile, references=references,
     )
     cfg = config.load(config.RunConfig, preset, config_path, overrides)
     summary = runner.run(cfg, overwrite=overwrite, progress=progress, echo=lambda m: click.echo(m, err=True))

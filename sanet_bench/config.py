@@ -49,6 +49,7 @@ class RunConfig:
     out: str = "runs/latest"
     report: bool = True
     profile: bool = True
+    references: bool = True  # also score the content and the (resized) style as if they were outputs
     # per-method options, e.g. {adain = {preserve_color = true}}
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -71,6 +71,28 @@ class RunSummary:
         return bool((self.table["status"] == "failed").any()) if len(self.table) else False
 
 
+class Reference:
+    """A reference row's "method": the content itself, or the style resized to the content's size, scored as
+    if it were an output. It bounds each metric: a stylization should be closer to the style than the
+    content is, and closer to the content than the style is."""
+
+    weights_info = {"source": "reference"}
+
+    def __init__(self, name: str, device: torch.device):
+        self.name, self.device = name, device
+
+    def stylize(self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        if self.name == REF_CONTENT:
+            return content.to(self.device)
+        return torch.nn.functional.interpolate(
+            style, size=content.shape[-2:], mode="bicubic", antialias=True, align_corners=False
+        ).to(self.device)
+
+
+REF_CONTENT, REF_STYLE = "ref:content", "ref:style"
+REFERENCES = (REF_CONTENT, REF_STYLE)
+
+
 def run_hash(cfg: RunConfig) -> str:
     return config_hash(dataclasses.replace(cfg, out="", report=False, profile=False))
 
@@ -123,8 +145,8 @@ def plan(cfg: RunConfig, methods: list[str], grid: Any) -> list[Cell]:
     """Cells method-major, then size, alpha and the grid's pairs (content-major)."""
     pairs = grid.pairs(cfg.max_pairs)
     cells = []
-    for m in methods:
-        alphas = cfg.alphas or [get_method_spec(m).default_alpha]
+    for m in methods + (list(REFERENCES) if cfg.references else []):
+        alphas = [1.0] if m in REFERENCES else cfg.alphas or [get_method_spec(m).default_alpha]
         for size in cfg.sizes:
             for alpha in alphas:
                 for c, s in pairs:
@@ -287,7 +309,7 @@ def run(
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress)
     try:
         with results.RowWriter(run_dir) as writer:
-            for method in methods:
+            for method in dict.fromkeys(c.method for c in cells):
                 mine = [c for c in todo if c.method == method]
                 if not mine:
                     continue
@@ -299,7 +321,10 @@ def run(
                 for cell in mine:
                     bar.set_postfix_str(f"{cell.method} {cell.size}px", refresh=False)
                     row = _base_row(cell, cfg, h, device)
-                    row.update(encoder=nets.encoder_id, weights_id=_weights_id(manifest["weights"][method]))
+                    info = manifest["weights"][method]
+                    row.update(
+                        encoder=nets.encoder_id, weights=info.get("source"), weights_id=_weights_id(info)
+                    )
                     if model is None:
                         row = _failed(row, load_error or "method not loaded", metrics)
                     else:
@@ -326,6 +351,8 @@ def run(
 
 
 def _load(method: str, cfg: RunConfig, device: torch.device) -> tuple[Any, str | None]:
+    if method in REFERENCES:
+        return Reference(method, device), None
     try:
         weights = get_method_spec(method).weights_kind(cfg.weights)
         kw = {"weights": weights, "weights_dir": cfg.weights_dir, "seed": cfg.seed, "device": device}

