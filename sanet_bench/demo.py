@@ -250,7 +250,7 @@ _FEAT = {"feature": 0.01}
 UNITS: dict[str, Unit] = {
     u.name: u
     for u in (
-        Unit("wct_d4", "wct", "pixel MSE + 0.01 feature MSE at relu4_1 (Li et al. 2017)", 300, 1e-3,
+        Unit("wct_d4", "wct", "pixel MSE + 0.01 feature MSE at relu4_1 (Li et al. 2017)", 400, 1e-3,
              weights={"feature": 0.01}),
         Unit("wct_d1", "wct", "pixel MSE + 0.01 feature MSE at relu1_1", 300, 5e-3, weights=_FEAT),
         Unit("wct_d2", "wct", "pixel MSE + 0.01 feature MSE at relu2_1", 200, 2e-3, weights=_FEAT),
@@ -424,12 +424,12 @@ def train_unit(name: str, steps: int | None = None, root: Path | None = None, se
     from .data import CropSource
 
     unit = UNITS[name]
-    steps = unit.steps if steps is None else steps
+    override, steps = steps, unit.steps if steps is None else steps
     folder = _unit_dir(name, root)
     folder.mkdir(parents=True, exist_ok=True)
     init = None
     if unit.init:
-        init_state = train_unit(unit.init, steps, root, seed, progress)["state"]
+        init_state = train_unit(unit.init, override, root, seed, progress)["state"]
         init = _sub(init_state, "decoders.3.")
     job = _Job(unit, init)
     opt = torch.optim.Adam(job.trained, lr=unit.lr)
@@ -591,12 +591,12 @@ def check_demo(method: str, size: int = 256, pairs: int | None = None, save_dir:
     from .api import load_method
     from .grids import get_grid
     from .images import save_image
-    from .metrics import Networks, evaluate
+    from .metrics import Networks, evaluate, needs_of
 
     grid = get_grid("embedded")
     model = load_method(method, weights="demo")
-    nets = Networks.load({"vgg"})
     names = ["content_loss", "style_loss"]
+    nets = Networks.load(needs_of(names))
     rows: dict[str, list[dict[str, float]]] = {"method": [], "content_as_output": [], "style_as_output": []}
     cache: dict[str, Tensor] = {}
 

@@ -138,6 +138,17 @@ def test_train_unit_resumes_and_reuses_a_finished_unit(home):
     assert torch.equal(again["state"]["decoders.0.1.weight"], first["state"]["decoders.0.1.weight"])
 
 
+def test_init_unit_keeps_its_own_recipe(home, monkeypatch):
+    """Training a unit started from another must not retrain that one with a different step count."""
+    from dataclasses import replace
+
+    monkeypatch.setitem(demo.UNITS, "wct_d4", replace(demo.UNITS["wct_d4"], steps=2))
+    monkeypatch.setitem(demo.UNITS, "wct_d5", replace(demo.UNITS["wct_d5"], steps=1))
+    demo.train_unit("wct_d5")
+    d4 = torch.load(home / "demo_train" / "wct_d4" / "ckpt.pt", weights_only=True)
+    assert d4["steps_planned"] == 2 and d4["iteration"] == 2
+
+
 @pytest.mark.slow
 def test_train_demo_cli_smoke(home, tmp_path):
     from cli import main
