@@ -79,9 +79,9 @@ def main() -> None:
 @user_errors
 def methods_cmd() -> None:
     """List the registered methods with citation, weight files and their sources."""
-    from sanet_bench.registry import method_specs
+    from sanet_bench.registry import method_cards  # the committed metadata: no torch import
 
-    for name, spec in sorted(method_specs().items()):
+    for name, spec in sorted(method_cards().items()):
         click.echo(f"{name:<11} {spec.title} — {spec.citation}")
         click.echo(f"{'':<11} reference: {spec.reference}; default alpha {spec.default_alpha}")
         opts = ", ".join(f"{o.name}={o.default!r}" for o in spec.options)

@@ -4,13 +4,20 @@ Each method registers itself with :func:`register_method`, giving a :class:`Meth
 plain data: citation, reference implementation, official weight files (name, key layout, where they are
 published, sha256 when known), default alpha and supported options. Metrics register a
 :class:`MetricSpec` through :func:`register_metric`.
+
+Registering a method imports its module, hence torch. Commands that only show metadata (``sanet-bench
+methods``, ``weights list``) read :func:`method_cards` instead: the same data without the factory, from the
+committed snapshot ``sanet_bench/method_cards.json`` (``python -m sanet_bench.registry --write-cards``
+regenerates it; tests/test_registry.py fails when it is stale).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from .errors import UnknownNameError
@@ -46,12 +53,13 @@ class Option:
 
 
 @dataclass(frozen=True)
-class MethodSpec:
+class MethodCard:
+    """A method's metadata: plain data, importable without torch (see :func:`method_cards`)."""
+
     name: str
     title: str
     citation: str
     reference: str  # the implementation this one matches, repo@commit
-    factory: Callable[..., Any]  # factory(device) -> Method with the architecture built (untrained)
     files: tuple[WeightFile, ...] = ()
     default_alpha: float = 1.0
     options: tuple[Option, ...] = ()
@@ -73,7 +81,19 @@ class MethodSpec:
         return requested if requested in self.weights_kinds else self.weights_kinds[0]
 
     def sources_line(self) -> str:
-        return "; ".join(f"{f.name}: {f.sources[0].url if f.sources else 'no public source'}" for f in self.files)
+        return "; ".join(
+            f"{f.name}: {f.sources[0].url if f.sources else 'no public source'}" for f in self.files
+        )
+
+
+@dataclass(frozen=True)
+class MethodSpec(MethodCard):
+    """A registered method: its card plus the factory that builds it (keyword-only)."""
+
+    factory: Callable[..., Any] = field(kw_only=True)  # factory() -> Method, architecture built (untrained)
+
+    def card(self) -> MethodCard:
+        return MethodCard(**{f.name: getattr(self, f.name) for f in fields(MethodCard)})
 
 
 @dataclass(frozen=True)
@@ -123,11 +143,59 @@ def method_specs() -> dict[str, MethodSpec]:
 
 
 def get_method_spec(name: str) -> MethodSpec:
-    specs = method_specs()
+    return _lookup(method_specs(), name)
+
+
+def _lookup(specs: dict, name: str):
     key = name.lower().replace("_", "-")
     if key not in specs:
         raise UnknownNameError(f"unknown method {name!r}; available: {', '.join(sorted(specs))}")
     return specs[key]
+
+
+# ------------------------------------------------------------------------------------------- method cards
+CARDS_PATH = Path(__file__).with_name("method_cards.json")
+CARDS_COMMAND = "python -m sanet_bench.registry --write-cards"
+
+
+def method_cards() -> dict[str, MethodCard]:
+    """Every method's card without importing the method modules (so without torch).
+
+    The committed snapshot :data:`CARDS_PATH`, overlaid with the specs registered so far in this process
+    (plugins registered by their own import, tests), which win.
+    """
+    data = json.loads(CARDS_PATH.read_text(encoding="utf-8"))
+    cards = {name: card_from_json(d) for name, d in data["methods"].items()}
+    cards.update({name: spec.card() for name, spec in _METHODS.items()})
+    return cards
+
+
+def get_method_card(name: str) -> MethodCard:
+    return _lookup(method_cards(), name)
+
+
+def card_from_json(d: dict) -> MethodCard:
+    files = tuple(
+        WeightFile(**{**f, "sources": tuple(Source(**s) for s in f["sources"])}) for f in d["files"]
+    )
+    return MethodCard(**{
+        **d, "files": files, "options": tuple(Option(**o) for o in d["options"]),
+        "stages": tuple(d["stages"]), "weights_kinds": tuple(d["weights_kinds"]),
+    })
+
+
+def cards_json() -> str:
+    """The snapshot of every registered method's card (imports the method modules), as written to disk."""
+    methods = {name: asdict(spec.card()) for name, spec in sorted(method_specs().items())}
+    text = json.dumps({"generated_by": CARDS_COMMAND, "methods": methods}, indent=1, ensure_ascii=False)
+    return text + "\n"
+
+
+def write_cards(path: Path = CARDS_PATH) -> Path:
+    from .images import atomic_write_bytes
+
+    atomic_write_bytes(path, cards_json().encode("utf-8"))
+    return path
 
 
 def metric_specs() -> dict[str, MetricSpec]:
@@ -140,3 +208,15 @@ def get_metric_spec(name: str) -> MetricSpec:
     if name not in specs:
         raise UnknownNameError(f"unknown metric {name!r}; available: {', '.join(sorted(specs))}")
     return specs[name]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sanet_bench.registry")
+    parser.add_argument("--write-cards", action="store_true", required=True,
+                        help=f"regenerate {CARDS_PATH.name} from the registered methods")
+    parser.parse_args()
+    from sanet_bench.registry import write_cards as _write  # the package's module, not this __main__ copy
+
+    print(_write())

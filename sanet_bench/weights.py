@@ -6,6 +6,9 @@ the cache ``$SANET_BENCH_HOME/weights/<method>/`` (default ``SANET_BENCH_HOME`` 
 package (Source kind "package"), else a one-line error naming where the file is published and how to get it.
 
 Checkpoints are read with ``torch.load(..., weights_only=True)`` (or safetensors): never unpickled.
+
+torch is imported only by the functions that load or fetch tensors, so listing the cache (``sanet-bench
+weights list/path``) reads the method cards (:func:`sanet_bench.registry.method_cards`) and stays fast.
 """
 
 from __future__ import annotations
@@ -16,23 +19,35 @@ import json
 import os
 import pickle
 import re
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from .errors import DownloadError, OfflineError, SanetBenchError, WeightsError
-from .registry import MethodSpec, WeightFile
+from .registry import MethodCard, WeightFile
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+
+def hub_dir() -> Path:
+    """``torch.hub.get_dir()``; without importing torch when it is not imported yet (same rule as torch's
+    ``_get_torch_home``: ``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch``; + ``hub``).
+    Once torch is imported, torch itself answers (it also honours ``torch.hub.set_dir``)."""
+    if "torch" in sys.modules:
+        return Path(sys.modules["torch"].hub.get_dir())
+    cache = os.getenv("XDG_CACHE_HOME", "~/.cache")
+    return Path(os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(cache, "torch")))) / "hub"
 
 
 def home() -> Path:
     env = os.environ.get("SANET_BENCH_HOME")
     if env:
         return Path(env).expanduser()
-    return Path(torch.hub.get_dir()) / "sanet_bench"
+    return hub_dir() / "sanet_bench"
 
 
 def cache_dir(method: str) -> Path:
@@ -53,7 +68,7 @@ def where_published(f: WeightFile) -> str:
     return f"published at {f.sources[0].url}"
 
 
-def resolve_official(spec: MethodSpec, weights_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+def resolve_official(spec: MethodCard, weights_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """Paths of the method's official files, from ``weights_dir`` or the cache."""
     base = Path(weights_dir).expanduser() if weights_dir is not None else cache_dir(spec.name)
     paths: dict[str, Path] = {}
@@ -121,6 +136,9 @@ def installed_copy(f: WeightFile) -> Path | None:
 
 def read_state_dict(path: str | os.PathLike, expected: str = "") -> dict[str, Tensor]:
     """Read a flat ``{key: tensor}`` checkpoint without unpickling arbitrary objects."""
+    import torch
+    from torch import Tensor
+
     path = Path(path)
     what = f" (expected {expected})" if expected else ""
     try:
@@ -165,7 +183,7 @@ def load_strict(
     module.load_state_dict({k: state[k].to(v.dtype) for k, v in own.items()}, strict=True)
 
 
-def load_file_into(module: nn.Module, path: Path, spec: MethodSpec, file_name: str) -> None:
+def load_file_into(module: nn.Module, path: Path, spec: MethodCard, file_name: str) -> None:
     expected = f"the official {spec.title} file {file_name} ({spec.file(file_name).layout})"
     load_strict(module, read_state_dict(path, expected), path, expected)
 
@@ -245,12 +263,13 @@ def expected_sha256(method: str, f: WeightFile, recorded: dict[str, str]) -> tup
     return (rec, "recorded") if rec else (None, "")
 
 
-def _specs(methods) -> list[MethodSpec]:
-    from .registry import get_method_spec, method_specs
+def _specs(methods) -> list[MethodCard]:
+    """The cards of ``methods`` (default: all): the cache needs only names and files, not the models."""
+    from .registry import get_method_card, method_cards
 
     if methods:
-        return [get_method_spec(m) for m in methods]
-    return [s for _, s in sorted(method_specs().items())]
+        return [get_method_card(m) for m in methods]
+    return [s for _, s in sorted(method_cards().items())]
 
 
 def cache_paths(methods=None) -> list[Path]:
@@ -292,7 +311,7 @@ def pull(
     return out
 
 
-def _pull_one(spec: MethodSpec, f: WeightFile, rec: dict[str, str], offline, mirror, progress) -> Outcome:
+def _pull_one(spec: MethodCard, f: WeightFile, rec: dict[str, str], offline, mirror, progress) -> Outcome:
     from .download import fetch
 
     dest = cache_dir(spec.name) / f.name
@@ -328,21 +347,23 @@ def _cached_siblings(method: str, name: str, sha: str | None) -> list[Path]:
     """The same-named file in other methods' cache dirs (only when a sha256 can verify the copy)."""
     if sha is None or (cache_dir(method) / name).is_file():
         return []
-    from .registry import method_specs
+    from .registry import method_cards
 
     return [
         cache_dir(o) / name
-        for o, s in sorted(method_specs().items())
+        for o, s in sorted(method_cards().items())
         if o != method and any(f.name == name for f in s.files) and (cache_dir(o) / name).is_file()
     ]
 
 
 def alexnet_path() -> Path:
     """Where torch.hub (hence torchvision and LPIPS) keeps the AlexNet weights; honours ``TORCH_HOME``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(ALEXNET_URL)
+    return hub_dir() / "checkpoints" / os.path.basename(ALEXNET_URL)
 
 
 def _hub_prefix(url: str) -> str:
+    import torch
+
     m = torch.hub.HASH_REGEX.search(os.path.basename(url))
     return m.group(1) if m else ""
 
@@ -379,6 +400,8 @@ def pull_alexnet(*, offline=None, mirror=None, progress: bool = True) -> Outcome
                 f"{ALEXNET_URL} into {path.parent}, or pass --mirror DIR holding {path.name}"
             )
         else:
+            import torch
+
             torch.hub.load_state_dict_from_url(
                 ALEXNET_URL, progress=progress, check_hash=True, map_location="cpu", weights_only=True
             )

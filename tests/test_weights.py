@@ -208,15 +208,41 @@ def test_list_and_path(tmp_path):
     assert res.output.split() == [str(cache_dir("sanet")), str(cache_dir("adain"))]
 
 
-def test_list_stays_light(tmp_path):
-    """`weights list` imports neither the HTTP stack nor torchvision/LPIPS (it must start fast)."""
+@pytest.mark.parametrize("args", [["weights", "list"], ["weights", "path", "sanet"], ["methods"], ["--help"]])
+def test_metadata_commands_stay_light(tmp_path, args):
+    """These commands import neither torch nor the HTTP stack, torchvision, LPIPS, onnxruntime (they must
+    start fast: they read the method cards, not the method modules)."""
+    heavy = ("torch", "torchvision", "lpips", "onnxruntime", "requests")
     code = (
         "import sys, cli; from click.testing import CliRunner; "
-        "r = CliRunner().invoke(cli.main, ['weights', 'list']); assert r.exit_code == 0, r.output; "
-        "print(sorted(m for m in ('requests', 'torchvision', 'lpips') if m in sys.modules))"
+        f"r = CliRunner().invoke(cli.main, {args!r}); assert r.exit_code == 0, r.output; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
     )
     env = {"SANET_BENCH_HOME": str(tmp_path), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("env", [
+    {"TORCH_HOME": "~/th"}, {"XDG_CACHE_HOME": "/xdg"}, {"XDG_CACHE_HOME": "/xdg", "TORCH_HOME": "/th"}, {},
+])
+def test_hub_dir_without_torch_is_torchs(monkeypatch, tmp_path, env):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for k in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("SANET_BENCH_HOME")
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # no set_dir in effect
+    expected = Path(torch.hub.get_dir())
+    monkeypatch.delitem(sys.modules, "torch")  # as in a process that has not imported torch
+    assert weights.hub_dir() == expected and weights.home() == expected / "sanet_bench"
+    assert weights.alexnet_path() == expected / "checkpoints" / Path(weights.ALEXNET_URL).name
+
+
+def test_hub_dir_follows_torch_hub_set_dir_once_torch_is_imported(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    assert weights.hub_dir() == tmp_path / "hub"
