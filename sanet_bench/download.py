@@ -36,6 +36,7 @@ import requests
 
 from .errors import DownloadError, OfflineError
 from .registry import Source
+from .weights import sha256_file  # one implementation (weights.py stays free of requests)
 
 # Public API endpoints; tests point them at a local server.
 GDRIVE_DOWNLOAD_URL = "https://drive.google.com/uc"
@@ -349,15 +350,6 @@ def _check_sha(actual: str, expected: str | None, dest: Path, origin: str) -> No
             f"{dest.name}: checksum mismatch for {origin}: expected sha256 {expected}, got {actual}; the "
             f"file was not kept — the source changed or is corrupt; try another source or import a good copy"
         )
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = CHUNK) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _short(e: BaseException) -> str:

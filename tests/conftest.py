@@ -46,3 +46,17 @@ def parity_weights(tmp_path_factory):
         return made[method]
 
     return get
+
+
+@pytest.fixture
+def srv(monkeypatch):
+    """A real HTTP server on 127.0.0.1 (tests/http_server.py), with the network allowed and fast retries."""
+    from http_server import LocalServer
+
+    from sanet_bench import download
+
+    monkeypatch.delenv("SANET_BENCH_OFFLINE", raising=False)
+    monkeypatch.delenv("SANET_BENCH_MIRROR", raising=False)
+    monkeypatch.setattr(download, "BACKOFF_BASE", 0.01)
+    with LocalServer() as s:
+        yield s

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from http_server import (
-    LocalServer,
     cut,
     drive_confirm,
     drive_file,
@@ -28,15 +27,6 @@ from sanet_bench.registry import Source
 
 DATA = bytes(range(256)) * 64 + b"tail"  # 16 KiB + 4
 SHA = hashlib.sha256(DATA).hexdigest()
-
-
-@pytest.fixture
-def srv(monkeypatch):
-    monkeypatch.delenv("SANET_BENCH_OFFLINE", raising=False)
-    monkeypatch.delenv("SANET_BENCH_MIRROR", raising=False)
-    monkeypatch.setattr(download, "BACKOFF_BASE", 0.01)
-    with LocalServer() as s:
-        yield s
 
 
 def leftovers(folder: Path) -> list[str]:

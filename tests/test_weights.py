@@ -13,10 +13,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import PARITY
-from http_server import LocalServer, file
+from http_server import file
 
 import cli
-from sanet_bench import download, registry, weights
+from sanet_bench import registry, weights
 from sanet_bench.api import load_method
 from sanet_bench.parity import write_official
 from sanet_bench.registry import MethodSpec, Source, WeightFile
@@ -33,15 +33,6 @@ def sha(b: bytes) -> str:
 
 def invoke(*args):
     return CliRunner().invoke(cli.main, ["weights", *args])
-
-
-@pytest.fixture
-def srv(monkeypatch):
-    monkeypatch.delenv("SANET_BENCH_OFFLINE", raising=False)
-    monkeypatch.delenv("SANET_BENCH_MIRROR", raising=False)
-    monkeypatch.setattr(download, "BACKOFF_BASE", 0.01)
-    with LocalServer() as s:
-        yield s
 
 
 @pytest.fixture
