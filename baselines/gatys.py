@@ -150,6 +150,7 @@ SPEC = register_method(
             Option("ratio", 1e-3, "content/style weight ratio alpha/beta of paper Eq. 7"),
         ),
         stages=("encode", "transform"),
+        weights_kinds=("official", "random", "demo", "auto"),  # demo: the offline encoder (sanet_bench.demo)
         min_size=16,
         notes="optimises the image from the content; alpha scales the style loss (alpha=0: the content)",
     )

@@ -182,8 +182,19 @@ def read_manifest(folder: Path | None = None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _encoder_only_gatys(model: nn.Module) -> None:
+    model.features.vgg.load_state_dict(offline_vgg_normalised()[: len(model.features.vgg)].state_dict())
+
+
+# Methods whose demo needs no training: Gatys optimises the image itself, so its demo "weights" are the
+# offline encoder alone. Nothing is shipped for it and nothing in it is labelled as trained.
+ENCODER_ONLY: dict[str, Callable[[nn.Module], None]] = {"gatys": _encoder_only_gatys}
+
+
 def available(name: str, folder: Path | None = None) -> bool:
     """Whether shipped demo weights exist for method ``name``."""
+    if name in ENCODER_ONLY:
+        return True
     folder = folder or DEMO_DIR
     entry = read_manifest(folder).get(name)
     return bool(entry) and (folder / entry["file"]).is_file()
@@ -196,6 +207,10 @@ def load_demo(model: nn.Module, name: str, folder: Path | None = None) -> dict[s
     """
     from safetensors.torch import load_file
 
+    if name in ENCODER_ONLY:
+        ENCODER_ONLY[name](model)
+        return {"source": "demo", "encoder": OFFLINE_VGG_ID,
+                "note": f"{name} trains nothing: its demo is the offline random encoder alone (not ImageNet)"}
     folder = folder or DEMO_DIR
     entry = read_manifest(folder).get(name)
     if not entry:

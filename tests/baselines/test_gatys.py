@@ -122,3 +122,16 @@ def test_bad_options_are_config_errors(options):
     m = load_method("gatys", weights="random")
     with pytest.raises(ConfigError, match="gatys"):
         m.stylize(*_photos(), **options)
+
+
+def test_demo_weights_are_the_offline_encoder_and_say_so():
+    from sanet_bench import load_method
+    from sanet_bench.nn.vgg import OFFLINE_VGG_ID, offline_vgg_normalised
+
+    model = load_method("gatys", weights="demo")
+    n = len(model.features.vgg)
+    want = offline_vgg_normalised()[:n].state_dict().values()
+    assert all(torch.equal(a, b) for a, b in zip(model.features.vgg.state_dict().values(), want, strict=True))
+    info = model.weights_info
+    assert info["source"] == "demo" and info["encoder"] == OFFLINE_VGG_ID and "trains nothing" in info["note"]
+    assert load_method("gatys", weights="auto").weights_info["source"] == "demo"  # no official file cached
