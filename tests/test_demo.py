@@ -176,7 +176,7 @@ def test_shipped_demo_weights_fit_the_size_budget():
 def test_shipped_demo_weights_load_offline_with_sha256(name):
     entry = demo.read_manifest().get(name)
     if entry is None:
-        pytest.xfail(f"demo weights for {name} not trained yet (sanet-bench weights train-demo {name})")
+        pytest.xfail(f"no shipped demo weights for {name}: see {demo.DEMO_DIR / 'not_shipped.json'}")
     m = load_method(name, weights="demo")
     assert m.weights_info["files"] == {entry["file"]: sha256_file(demo.DEMO_DIR / entry["file"])}
     assert m.weights_info["encoder"] == OFFLINE_VGG_ID
@@ -189,7 +189,7 @@ def test_shipped_demo_weights_load_offline_with_sha256(name):
 @pytest.mark.parametrize("name", demo.DEMO_METHODS)
 def test_demo_keeps_content_and_transfers_style(name):
     if not demo.available(name):
-        pytest.xfail(f"demo weights for {name} not trained yet")
+        pytest.xfail(f"no shipped demo weights for {name}: see {demo.DEMO_DIR / 'not_shipped.json'}")
     res = demo.check_demo(name, size=256)
     m = res["mean"]
     assert m["method"]["style_loss"] < m["content_as_output"]["style_loss"]
