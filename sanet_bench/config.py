@@ -40,18 +40,20 @@ class RunConfig:
     alphas: list[float] = field(default_factory=list)  # empty: each method's default alpha
     style_size: int | None = None  # None: same as the content size
     resize: str = "shorter"  # see sanet_bench.images
-    weights: str = "official"  # official | random
+    weights: str = "auto"  # auto (weights_dir > official cache > demo) | official | demo | random
     weights_dir: str | None = None
     device: str = "cpu"
     seed: int = 0
     metrics: list[str] = field(default_factory=list)  # empty: every registered metric
-    max_pairs: int | None = None  # None: every content x style pair of the grid
+    max_pairs: int = 4  # 0: every content x style pair (preset "full"); 4 pairs spread over the grid
     out: str = "runs/latest"
     report: bool = True
     profile: bool = True
+    profile_repeats: int = 3  # timed calls per (method, size) after one warm-up
     references: bool = True  # also score the content and the (resized) style as if they were outputs
     # per-method options, e.g. {adain = {preserve_color = true}}
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Gatys runs 10 L-BFGS iterations by default here so the default job fits its budget (paper: hundreds)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=lambda: {"gatys": {"iters": 10}})
 
 
 def _type_name(tp: Any) -> str:

@@ -527,7 +527,9 @@ def profile_run(cfg, run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     ``run_dir/"profile"`` with its weights, device, seed and method options (CPU: a process per cell)."""
     pcfg = ProfileConfig(
         methods=list(cfg.methods), sizes=list(cfg.sizes), device=cfg.device, weights=cfg.weights,
-        weights_dir=cfg.weights_dir, seed=cfg.seed, method_options=dict(cfg.method_options),
+        weights_dir=cfg.weights_dir, seed=cfg.seed, repeats=cfg.profile_repeats,
+        # a run config may hold options for methods it does not run (the default's gatys iters)
+        method_options={m: o for m, o in cfg.method_options.items() if m in cfg.methods},
     )
     return profile(pcfg, Path(run_dir) / "profile")
 

@@ -122,6 +122,10 @@ def validate(cfg: RunConfig) -> tuple[list[str], list[str]]:
     metrics = list(dict.fromkeys(get_metric_spec(m).name for m in cfg.metrics)) or sorted(metric_specs())
     if not cfg.sizes or any(s <= 0 for s in cfg.sizes):
         raise ConfigError(f"sizes must be positive integers, got {cfg.sizes}; e.g. --sizes 256,512")
+    if cfg.max_pairs < 0:
+        raise ConfigError(f"max_pairs must be >= 0 (0: every pair), got {cfg.max_pairs}")
+    if cfg.profile_repeats < 1:
+        raise ConfigError(f"profile_repeats must be >= 1, got {cfg.profile_repeats}")
     if cfg.style_size is not None and cfg.style_size <= 0:
         raise ConfigError(f"style_size must be positive, got {cfg.style_size}")
     bad = [a for a in cfg.alphas if not 0.0 <= a <= 1.0]
@@ -143,7 +147,7 @@ def validate(cfg: RunConfig) -> tuple[list[str], list[str]]:
 
 def plan(cfg: RunConfig, methods: list[str], grid: Any) -> list[Cell]:
     """Cells method-major, then size, alpha and the grid's pairs (content-major)."""
-    pairs = grid.pairs(cfg.max_pairs)
+    pairs = grid.pairs(cfg.max_pairs or None)  # 0: every pair
     cells = []
     for m in methods + (list(REFERENCES) if cfg.references else []):
         alphas = [1.0] if m in REFERENCES else cfg.alphas or [get_method_spec(m).default_alpha]

@@ -156,3 +156,8 @@ def test_config_hash_is_the_identity_of_settings():
 def test_to_dict_roundtrips_through_from_dict():
     cfg = dataclasses.replace(RunConfig(), sizes=[64], alphas=[0.5], max_pairs=3)
     assert from_dict(RunConfig, config.to_dict(cfg), "roundtrip") == cfg
+
+
+def test_default_preset_is_the_default_run():
+    assert load(RunConfig, preset="default") == RunConfig()
+    assert load(RunConfig, preset="full").max_pairs == 0  # every pair

@@ -71,7 +71,7 @@ def fake_grid(root: Path) -> FakeGrid:
 
 def cfg_for(out: Path, **kw) -> RunConfig:
     base = dict(methods=["sanet"], sizes=[64], weights="random", out=str(out), report=False, profile=False,
-                metrics=["content_loss", "style_loss", "ssim"], references=False)
+                metrics=["content_loss", "style_loss", "ssim"], references=False, max_pairs=0)
     base.update(kw)
     return RunConfig(**base)
 
