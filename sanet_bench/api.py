@@ -115,8 +115,8 @@ def _resolve_auto(spec: MethodSpec, weights_dir) -> tuple[dict | None, str]:
     except WeightsError as e:
         if not demo.available(spec.name):
             raise
-        log.warning("%s: official weights not in the cache; using the DEMO weights trained by sanet-bench on "
-                    "a random encoder (not the paper's model): %s", spec.name, str(e).split(" — ")[0])
+        log.warning("%s: official weights not in the cache; using sanet-bench DEMO weights on a random "
+                    "offline encoder (not the paper's model): %s", spec.name, str(e).split(" — ")[0])
         return None, "demo"
 
 

@@ -22,7 +22,10 @@ def is_official(info: dict[str, Any] | None) -> bool:
 def short_label(method: str, info: dict[str, Any] | None) -> str:
     """``sanet`` for official weights, ``sanet [RANDOM WEIGHTS]`` / ``[DEMO WEIGHTS]`` / ``[?]`` otherwise."""
     src = weights_source(info)
-    return method if src == "official" else f"{method} [{src.upper()} WEIGHTS]"
+    if src == "official":
+        return method
+    fails = ", FAIL CHECKS" if str((info or {}).get("checks", "")).startswith("FAILS") else ""
+    return f"{method} [{src.upper()} WEIGHTS{fails}]"
 
 
 def long_label(info: dict[str, Any] | None) -> str:
@@ -37,5 +40,6 @@ def long_label(info: dict[str, Any] | None) -> str:
         return f"{LOUD['random']} (seed={info.get('seed')})"
     if src in LOUD:
         enc = f"; encoder {info['encoder']}" if info.get("encoder") else ""
-        return f"{LOUD[src]}{enc}; {ident}"
+        checks = f"; {info['checks']}" if info.get("checks") else ""
+        return f"{LOUD[src]}{checks}{enc}; {ident}"
     return f"{src.upper()} (not the official weights); {ident}"
