@@ -45,15 +45,16 @@ class RunConfig:
     device: str = "cpu"
     seed: int = 0
     metrics: list[str] = field(default_factory=list)  # empty: every registered metric
-    max_pairs: int = 4  # 0: every content x style pair (preset "full"); 4 pairs spread over the grid
+    max_pairs: int = 2  # 0: every content x style pair (preset "full"); 2 pairs spread over the grid
     out: str = "runs/latest"
     report: bool = True
     profile: bool = True
     profile_repeats: int = 3  # timed calls per (method, size) after one warm-up
+    profile_sizes: list[int] = field(default_factory=lambda: [128, 256])  # empty: the run's sizes
     references: bool = True  # also score the content and the (resized) style as if they were outputs
     # per-method options, e.g. {adain = {preserve_color = true}}
-    # Gatys runs 10 L-BFGS iterations by default here so the default job fits its budget (paper: hundreds)
-    method_options: dict[str, dict[str, Any]] = field(default_factory=lambda: {"gatys": {"iters": 10}})
+    # Gatys runs 5 L-BFGS iterations by default here so the default job fits its budget (paper: hundreds)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=lambda: {"gatys": {"iters": 5}})
 
 
 def _type_name(tp: Any) -> str:

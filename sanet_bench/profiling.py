@@ -526,7 +526,8 @@ def profile_run(cfg, run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The runner's hook: profile a :class:`~sanet_bench.config.RunConfig`'s methods and sizes into
     ``run_dir/"profile"`` with its weights, device, seed and method options (CPU: a process per cell)."""
     pcfg = ProfileConfig(
-        methods=list(cfg.methods), sizes=list(cfg.sizes), device=cfg.device, weights=cfg.weights,
+        methods=list(cfg.methods), sizes=list(cfg.profile_sizes or cfg.sizes), device=cfg.device,
+        weights=cfg.weights,
         weights_dir=cfg.weights_dir, seed=cfg.seed, repeats=cfg.profile_repeats,
         # a run config may hold options for methods it does not run (the default's gatys iters)
         method_options={m: o for m, o in cfg.method_options.items() if m in cfg.methods},
