@@ -165,7 +165,8 @@ def test_profile_run_uses_the_run_config(tmp_path, monkeypatch):
     assert (tmp_path / "profile" / "records.jsonl").is_file()
     assert recs[0]["status"] == "ok" and recs[0]["weights_info"] == {"source": "random", "seed": 3}
     assert [r["size"] for r in recs] == [64] and recs[0]["repeats"] == cfg.profile_repeats  # the run's sizes
-    cfg = RunConfig(methods=["sanet"], sizes=[64], weights="random", profile_sizes=[32, 48], profile_repeats=1)
+    cfg = RunConfig(methods=["sanet"], sizes=[64], weights="random", profile_sizes=[32, 48],
+                    profile_repeats=1)
     assert [r["size"] for r in profiling.profile_run(cfg, tmp_path / "b")] == [32, 48]
 
 
