@@ -108,8 +108,10 @@ def comparison_pages(
                         _show(ax, None, str(e)[:60])
                 if r == 0:
                     text, loud = label(method)
-                    ax.set_title(text.replace(" [", "\n["), color=LOUD_COLOR if loud else "black")
-        fig.suptitle(f"Comparison at {size} px (page {p}/{len(pages)})")
+                    title = text.replace(" [", "\n[").replace(", ", ",\n")  # narrow columns
+                    ax.set_title(title, color=LOUD_COLOR if loud else "black")
+        above_titles = 1.0 + 0.5 / (CELL_IN * len(page) + 0.5)  # clear of three-line column titles
+        fig.suptitle(f"Comparison at {size} px (page {p}/{len(pages)})", y=above_titles)
         axes[0][0].figure.subplots_adjust(wspace=0.04, hspace=0.08)
         written += _save(fig, out_dir / f"comparison_{size}_p{p}.png", svg=False)
     return written

@@ -6,7 +6,7 @@ from typing import Any
 
 LOUD = {
     "random": "RANDOM WEIGHTS — untrained, latency/memory only",
-    "demo": "DEMO WEIGHTS — trained by sanet-bench on an offline random encoder, not the published model",
+    "demo": "DEMO WEIGHTS — sanet-bench's offline stand-in on a random encoder, not the published model",
     "trained": "TRAINED WEIGHTS — a `sanet-bench train` run, not the published model",
 }
 

@@ -123,12 +123,13 @@ def render(
         )
     ]
     if loud:
-        msg = (
-            "Not the published models: "
-            + "; ".join(f"{m}: {labels.long_label(weights.get(m))}" for m in loud)
-            + ". Their images and numbers describe these weights only."
-        )
-        head.append((f"> **{msg}**", f'<div class="loud">{html.escape(msg)}</div>'))
+        intro = "Not the published models — their images and numbers describe these weights only:"
+        items = [f"{m}: {labels.long_label(weights.get(m))}" for m in loud]
+        head.append((
+            f"> **{intro}**\n" + "\n".join(f"> - {i}" for i in items),
+            f'<div class="loud"><b>{html.escape(intro)}</b><ul>'
+            + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul></div>",
+        ))
     if manifest.get("encoder"):
         head.append(_text(f"VGG metrics computed with: {manifest['encoder']}"))
     sections.append(_section("Summary", head))
