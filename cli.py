@@ -1,6 +1,6 @@
 """sanet-bench command line: parses options and calls the library (everything is usable from Python too).
 
-A user error (:class:`sanet_bench.errors.SanetBenchError`) prints one line to stderr and exits 2; no traceback.
+A user error (:class:`sanet_bench.errors.SanetBenchError`) prints one line to stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -40,22 +40,22 @@ def user_errors(fn):
     return wrapper
 
 
-def csv_ints(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return [int(v) for v in str(value).split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+def _csv_of(convert, what: str):
+    """A click callback parsing ``"a,b,c"`` into a list of ``convert(item)``."""
+
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return [convert(v) for v in str(value).split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated {what}, got {value!r}") from None
+
+    return parse
 
 
-def csv_floats(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return [float(v) for v in str(value).split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+csv_ints = _csv_of(int, "integers")
+csv_floats = _csv_of(float, "numbers")
 
 
 def csv_strs(ctx, param, value):
@@ -97,7 +97,8 @@ def methods_cmd() -> None:
 # ---------------------------------------------------------------------------------------------- stylize
 @main.command(
     "stylize",
-    epilog="\b\nExamples:\n  sanet-bench stylize --method sanet --weights random --content c.jpg --style s.jpg --out o.png\n"
+    epilog="\b\nExamples:\n"
+    "  sanet-bench stylize --method sanet --weights random --content c.jpg --style s.jpg --out o.png\n"
     "  sanet-bench stylize --method adain --weights-dir ~/ckpt --content c.jpg --style s.jpg --out o.png "
     "--alpha 0.5 --size 512",
 )
@@ -105,22 +106,43 @@ def methods_cmd() -> None:
 @click.option("--content", type=click.Path(path_type=Path), required=True, help="Content image.")
 @click.option("--style", type=click.Path(path_type=Path), required=True, help="Style image.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output PNG.")
-@click.option("--alpha", type=float, default=None, help="Content-style trade-off in [0,1]; default: the method's.")
+@click.option(
+    "--alpha", type=float, default=None, help="Content-style trade-off in [0,1]; default: the method's."
+)
 @click.option("--size", type=int, default=None, help="Resize both images so the shorter side is SIZE px.")
 @click.option("--style-size", type=int, default=None, help="Style size if different from --size.")
-@click.option("--weights", default="official", show_default=True, help="official | random")
-@click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help="Folder with official files.")
+@click.option(
+    "--weights", default="auto", show_default=True,
+    help="auto (weights-dir > official cache > demo) | official | demo | random",
+)
+@click.option(
+    "--weights-dir", type=click.Path(path_type=Path), default=None, help="Folder with official files."
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights.")
-@click.option("--option", "options", multiple=True, help="Method option KEY=VALUE (e.g. preserve_color=true).")
+@click.option(
+    "--option", "options", multiple=True, help="Method option KEY=VALUE (e.g. preserve_color=true)."
+)
 @user_errors
-def stylize_cmd(method, content, style, out, alpha, size, style_size, weights, weights_dir, device, seed, options):
+def stylize_cmd(
+    method, content, style, out, alpha, size, style_size, weights, weights_dir, device, seed, options
+):
     """Stylize one content image with one style image."""
     from sanet_bench.api import stylize_files
 
     path = stylize_files(
-        method, content, style, out, alpha=alpha, size=size, style_size=style_size, weights=weights,
-        weights_dir=weights_dir, device=device, seed=seed, options=parse_options(options),
+        method,
+        content,
+        style,
+        out,
+        alpha=alpha,
+        size=size,
+        style_size=style_size,
+        weights=weights,
+        weights_dir=weights_dir,
+        device=device,
+        seed=seed,
+        options=parse_options(options),
     )
     click.echo(str(path))
 
@@ -145,8 +167,11 @@ def parse_options(pairs) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- grid
-@main.group("grid", epilog="\b\nExamples:\n  sanet-bench grid list\n  sanet-bench grid list embedded\n"
-            "  sanet-bench grid pull paper --mirror /data/paper-grid")
+@main.group(
+    "grid",
+    epilog="\b\nExamples:\n  sanet-bench grid list\n  sanet-bench grid list embedded\n"
+    "  sanet-bench grid pull paper --mirror /data/paper-grid",
+)
 def grid_group() -> None:
     """Test grids: list them and their images, fetch the paper grid."""
 
@@ -185,8 +210,11 @@ def grid_list_cmd(name, mirror):
     "  sanet-bench grid pull embedded",
 )
 @click.argument("name")
-@click.option("--mirror", default=None,
-              help="Folder or http(s) URL prefix serving <mirror>/content/<file> and <mirror>/style/<file>.")
+@click.option(
+    "--mirror",
+    default=None,
+    help="Folder or http(s) URL prefix serving <mirror>/content/<file> and <mirror>/style/<file>.",
+)
 @click.option("--offline", is_flag=True, help="Never use the network (a --mirror folder still works).")
 @user_errors
 def grid_pull_cmd(name, mirror, offline):
@@ -199,8 +227,11 @@ def grid_pull_cmd(name, mirror, offline):
 
 
 # ---------------------------------------------------------------------------------------------- weights
-@main.group("weights", epilog="\b\nExamples:\n  sanet-bench weights list\n  sanet-bench weights pull sanet adain\n"
-            "  sanet-bench weights import ~/Downloads/checkpoints\n  sanet-bench weights verify")
+@main.group(
+    "weights",
+    epilog="\b\nExamples:\n  sanet-bench weights list\n  sanet-bench weights pull sanet adain\n"
+    "  sanet-bench weights import ~/Downloads/checkpoints\n  sanet-bench weights verify",
+)
 def weights_group() -> None:
     """Checkpoints: list, pull (verified downloads), import, verify, path, convert."""
 
@@ -310,6 +341,7 @@ def weights_path_cmd(methods):
     for p in cache_paths(methods) if methods else [home() / "weights"]:
         click.echo(str(p))
 
+
 # ---- weights: convert (avatar-net)
 @weights_group.command(
     "convert",
@@ -334,7 +366,8 @@ def weights_convert_cmd(method, ckpt, out):
 # ---------------------------------------------------------------------------------------------- run
 @main.command(
     "run",
-    epilog="\b\nExamples:\n  sanet-bench run                    # every method, embedded grid, 256 and 512 px\n"
+    epilog="\b\nExamples:\n"
+    "  sanet-bench run                    # every method, embedded grid, 256 and 512 px\n"
     "  sanet-bench run --methods sanet,adain,wct --weights random --sizes 256 --out runs/smoke\n"
     "  sanet-bench run --config my.toml --grid folder:~/imgs --sizes 256,512 --alpha 0.5,1 --device cuda\n"
     "  sanet-bench run --out runs/smoke ...    # the same command again resumes where it stopped\n"
@@ -357,19 +390,53 @@ def weights_convert_cmd(method, ckpt, out):
 @click.option("--overwrite", is_flag=True, help="Replace a run with a different config in --out.")
 @click.option("--report/--no-report", default=None, help="Render the report after the grid.")
 @click.option("--profile/--no-profile", default=None, help="Profile speed and memory after the grid.")
-@click.option("--references/--no-references", default=None,
-              help="Also score the content and the style as if they were outputs (reference rows).")
+@click.option(
+    "--references/--no-references",
+    default=None,
+    help="Also score the content and the style as if they were outputs (reference rows).",
+)
 @click.option("--progress/--no-progress", default=True, help="Progress bar with ETA on stderr.")
 @user_errors
-def run_cmd(config_path, preset, methods, grid, sizes, alphas, style_size, max_pairs, metrics, weights,
-            weights_dir, device, seed, out, overwrite, report, profile, references, progress):
+def run_cmd(
+    config_path,
+    preset,
+    methods,
+    grid,
+    sizes,
+    alphas,
+    style_size,
+    max_pairs,
+    metrics,
+    weights,
+    weights_dir,
+    device,
+    seed,
+    out,
+    overwrite,
+    report,
+    profile,
+    references,
+    progress,
+):
     """Run methods over a grid of content x style x size x alpha; write images, results and a manifest."""
     from sanet_bench import config, results, runner
 
     overrides = dict(
-        methods=methods, grid=grid, sizes=sizes, alphas=alphas, style_size=style_size, max_pairs=max_pairs,
-        metrics=metrics, weights=weights, weights_dir=weights_dir, device=device, seed=seed, out=out,
-        report=report, profile=profile, references=references,
+        methods=methods,
+        grid=grid,
+        sizes=sizes,
+        alphas=alphas,
+        style_size=style_size,
+        max_pairs=max_pairs,
+        metrics=metrics,
+        weights=weights,
+        weights_dir=weights_dir,
+        device=device,
+        seed=seed,
+        out=out,
+        report=report,
+        profile=profile,
+        references=references,
     )
     cfg = config.load(config.RunConfig, preset, config_path, overrides)
     summary = runner.run(cfg, overwrite=overwrite, progress=progress, echo=lambda m: click.echo(m, err=True))
@@ -381,7 +448,7 @@ def run_cmd(config_path, preset, methods, grid, sizes, alphas, style_size, max_p
     sys.exit(1 if summary.any_failed else 0)
 
 
-# ---------------------------------------------------------------------------------------------- profile / compare
+# ---------------------------------------------------------------------------------------- profile / compare
 @main.command(
     "profile",
     epilog="\b\nExamples:\n  sanet-bench profile --weights random --sizes 256,512\n"
@@ -406,8 +473,22 @@ def run_cmd(config_path, preset, methods, grid, sizes, alphas, style_size, max_p
 @click.option("--option", "options", multiple=True, help="METHOD.KEY=VALUE, e.g. gatys.iters=20.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="default runs/profile-<time>.")
 @user_errors
-def profile_cmd(methods, sizes, device, dtype, channels_last, compile_, repeats, warmup, weights, weights_dir,
-                threads, isolate, options, out):
+def profile_cmd(
+    methods,
+    sizes,
+    device,
+    dtype,
+    channels_last,
+    compile_,
+    repeats,
+    warmup,
+    weights,
+    weights_dir,
+    threads,
+    isolate,
+    options,
+    out,
+):
     """Time each method's stylize per size: median/IQR, stages, peak memory, FLOPs (records.jsonl)."""
     from sanet_bench.errors import ConfigError
     from sanet_bench.profiling import ProfileConfig, default_out_dir, profile
@@ -419,9 +500,18 @@ def profile_cmd(methods, sizes, device, dtype, channels_last, compile_, repeats,
         m, k = key.split(".", 1)
         method_options.setdefault(m, {})[k] = value
     cfg = ProfileConfig(
-        methods=methods or [], sizes=sizes, device=device, dtype=dtype, channels_last=channels_last,
-        compile=compile_, repeats=repeats, warmup=warmup, weights=weights,
-        weights_dir=str(weights_dir) if weights_dir else None, threads=threads, isolate=isolate,
+        methods=methods or [],
+        sizes=sizes,
+        device=device,
+        dtype=dtype,
+        channels_last=channels_last,
+        compile=compile_,
+        repeats=repeats,
+        warmup=warmup,
+        weights=weights,
+        weights_dir=str(weights_dir) if weights_dir else None,
+        threads=threads,
+        isolate=isolate,
         method_options=method_options,
     )
     out = out or default_out_dir()
@@ -469,14 +559,20 @@ def compare_cmd(base, new, threshold, alpha, cross_device):
         click.echo(f"REGRESSION in {len(comp.regressions)} cell(s): {names}", err=True)
         sys.exit(1)
 
+
 # ---------------------------------------------------------------------------------------------- report
 @main.command(
     "report",
-    epilog="\b\nExamples:\n  sanet-bench report runs/latest\n  sanet-bench report runs/latest --out reports/smoke",
+    epilog="\b\nExamples:\n  sanet-bench report runs/latest\n"
+    "  sanet-bench report runs/latest --out reports/smoke",
 )
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Report folder (default: reports/<run folder name>).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Report folder (default: reports/<run folder name>).",
+)
 @user_errors
 def report_cmd(run_dir, out):
     """Render RUN_DIR into an offline HTML + Markdown report with figures, tables and raw CSVs."""
@@ -526,7 +622,7 @@ def weights_check_demo_cmd(method, size, save, record):
         sys.exit(1)
 
 
-# ---------------------------------------------------------------------------------------------- train / ablate
+# ---------------------------------------------------------------------------------------- train / ablate
 def _train_overrides(**kw) -> dict:
     """Command-line values for TrainConfig (None = not given, so the preset/config value stays)."""
     return {k: v for k, v in kw.items() if v is not None}
@@ -609,25 +705,42 @@ def ablate_group() -> None:
     "  sanet-bench ablate identity --preset tiny --variants full,no-identity --out runs/abl",
 )
 @_with_train_options
-@click.option("--variants", callback=csv_strs, default=None,
-              help="Comma-separated subset of full,no-identity,pixel-only,feature-only.")
+@click.option(
+    "--variants",
+    callback=csv_strs,
+    default=None,
+    help="Comma-separated subset of full,no-identity,pixel-only,feature-only.",
+)
 @click.option("--grid", default=None, help="Evaluation grid (default embedded).")
 @click.option("--size", "eval_size", type=int, default=None, help="Evaluation image size.")
 @click.option("--max-pairs", type=int, default=None, help="Evaluation (content, style) pairs.")
 @click.option("--metrics", callback=csv_strs, default=None, help="Comma-separated metric names.")
 @click.option("--out", type=click.Path(), default=None, help="Output folder (variants/, ablation.md).")
 @user_errors
-def ablate_identity_cmd(preset, config_path, no_progress, variants, grid, eval_size, max_pairs, metrics, out,
-                        **kw):
+def ablate_identity_cmd(
+    preset, config_path, no_progress, variants, grid, eval_size, max_pairs, metrics, out, **kw
+):
     """Train each identity-loss variant from the same start and compare them on one grid."""
     from sanet_bench.ablation import AblationConfig, run_ablation
     from sanet_bench.config import load
 
     tcfg = _train_config(preset, config_path, no_progress, **kw)
-    over = dict(variants=variants, grid=grid, size=eval_size, max_pairs=max_pairs, metrics=metrics, out=out,
-                device=kw.get("device"))
-    acfg = load(AblationConfig, preset, config_path, {k: v for k, v in over.items() if v is not None},
-                section="ablation")
+    over = dict(
+        variants=variants,
+        grid=grid,
+        size=eval_size,
+        max_pairs=max_pairs,
+        metrics=metrics,
+        out=out,
+        device=kw.get("device"),
+    )
+    acfg = load(
+        AblationConfig,
+        preset,
+        config_path,
+        {k: v for k, v in over.items() if v is not None},
+        section="ablation",
+    )
     r = run_ablation(tcfg, acfg)
     for row in r.table:
         vals = ", ".join(f"{m}={row[m]:.4g}" if row[m] is not None else f"{m}=missing" for m in acfg.metrics)
