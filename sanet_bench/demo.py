@@ -296,8 +296,8 @@ UNITS: dict[str, Unit] = {
         Unit("wct_d3", "wct", "pixel MSE + 0.01 feature MSE at relu3_1", 150, 1e-3, weights=_FEAT),
         Unit("wct_d5", "wct", "pixel MSE + 0.01 feature MSE at relu5_1; head only, tail = trained d4 frozen",
              100, 1e-3, init="wct_d4", weights={"feature": 0.01}),
-        Unit("adain", "adain", "AdaIN loss_c + 10 loss_s + w_rec * pixel MSE of D(E(c)) to c", 150, 1e-4,
-             init="wct_d4", weights={"style": 10.0, "rec": 50.0}),
+        Unit("adain", "adain", "AdaIN loss_c + 10 loss_s + w_rec * pixel MSE of D(E(c)) to c", 400, 5e-4,
+             init="wct_d4", weights={"style": 10.0, "rec": 300.0}),
         Unit("avatar-net", "avatar-net", "pixel MSE + 0.01 perceptual MSE, relu1_1..relu4_1 (Sheng et al.)",
              300, 1e-3, weights={"perceptual": 0.01}),
         Unit("sanet", "sanet", "SANet weighted_total (lambda_c 1, lambda_s 3, lambda_id1 50, lambda_id2 1); "
