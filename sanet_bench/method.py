@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -64,14 +65,17 @@ class Method(nn.Module):
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(
-                f"{spec.name} has no option {', '.join(unknown)}; supported: {', '.join(sorted(known)) or 'none'}"
+                f"{spec.name} has no option {', '.join(unknown)}; "
+                f"supported: {', '.join(sorted(known)) or 'none'}"
             )
         opts = {o.name: o.default for o in spec.options}
         opts.update(options)
         content = _check_image(content, "content", spec.min_size)
         style = _check_image(style, "style", 16)
         if style.shape[0] not in (1, content.shape[0]):
-            raise ImageError(f"style batch {style.shape[0]} must be 1 or match the content batch {content.shape[0]}")
+            raise ImageError(
+                f"style batch {style.shape[0]} must be 1 or match the content batch {content.shape[0]}"
+            )
         dev = self.device
         content, style = content.to(dev), style.to(dev)
         if style.shape[0] != content.shape[0]:
@@ -86,9 +90,12 @@ def _check_image(x: Tensor, what: str, min_size: int) -> Tensor:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ImageError(f"{what} must be a float tensor [N,3,H,W] in [0,1]; got {shape}")
     if not x.is_floating_point():
-        raise ImageError(f"{what} has dtype {x.dtype}; convert it to float in [0,1] (sanet_bench.images.load_image does)")
+        raise ImageError(
+            f"{what} has dtype {x.dtype}; convert it to float in [0,1] (sanet_bench.images.load_image does)"
+        )
     if min(x.shape[-2:]) < min_size:
         raise ImageError(
-            f"{what} is {x.shape[-1]}x{x.shape[-2]} px; this method needs at least {min_size} px per side, resize it"
+            f"{what} is {x.shape[-1]}x{x.shape[-2]} px; this method needs at least {min_size} px per side, "
+            "resize it"
         )
     return x

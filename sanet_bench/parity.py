@@ -19,7 +19,10 @@ def read_layout(folder: str | Path) -> dict:
 
 def rebuild_state(entry: dict) -> dict[str, Tensor]:
     g = torch.Generator().manual_seed(int(entry["seed"]))
-    return {key: torch.randn(shape, generator=g, dtype=torch.float32) * std for key, shape, std in entry["tensors"]}
+    return {
+        key: torch.randn(shape, generator=g, dtype=torch.float32) * std
+        for key, shape, std in entry["tensors"]
+    }
 
 
 def rebuild_all(folder: str | Path) -> dict[str, dict[str, Tensor]]:

@@ -45,7 +45,8 @@ def attention(f: Tensor, g: Tensor, h: Tensor, chunk_elements: int = ATTENTION_C
     v = h.transpose(1, 2).unsqueeze(1)  # [N,1,Ls,C]
     step = max(1, chunk_elements // max(1, k.shape[2]))
     outs = [
-        F.scaled_dot_product_attention(q[:, :, i : i + step], k, v, scale=1.0) for i in range(0, q.shape[2], step)
+        F.scaled_dot_product_attention(q[:, :, i : i + step], k, v, scale=1.0)
+        for i in range(0, q.shape[2], step)
     ]
     return torch.cat(outs, dim=2).squeeze(1).transpose(1, 2)
 
@@ -128,7 +129,7 @@ def sanet_losses(
 
     * ``loss_c``: MSE of mean-variance-normalised relu4_1 and relu5_1 features, output vs content.
     * ``loss_s``: sum over relu1_1..relu5_1 of MSE(mean) + MSE(std), output vs style.
-    * ``l_identity1``: MSE(Icc, c) + MSE(Iss, s) in pixels, with ``Icc = dec(T(c, c))``, ``Iss = dec(T(s, s))``.
+    * ``l_identity1``: MSE(Icc, c) + MSE(Iss, s) in pixels; ``Icc = dec(T(c, c))``, ``Iss = dec(T(s, s))``.
     * ``l_identity2``: the same pairs compared in all five feature layers.
 
     Content and style must have the same size (the identity loss compares ``Iss`` with the style).
@@ -173,7 +174,10 @@ SPEC = register_method(
         files=(
             WeightFile(
                 "vgg_normalised.pth",
-                (Source(_YANDEX + "7IrysY8q8dtneQ", kind="yandex"), Source(_ADAIN_RELEASE + "vgg_normalised.pth")),
+                (
+                    Source(_YANDEX + "7IrysY8q8dtneQ", kind="yandex"),
+                    Source(_ADAIN_RELEASE + "vgg_normalised.pth"),
+                ),
                 layout="53-module nn.Sequential, keys {0,2,5,...,51}.{weight,bias}",
                 license="normalised VGG19 (Gatys et al.), redistributed by naoto0804/pytorch-AdaIN (MIT)",
             ),

@@ -75,7 +75,11 @@ def test_random_weights_are_seeded():
 
 
 def test_missing_official_file_names_source(tmp_path):
-    with pytest.raises(WeightsError, match=r"official files missing in weights dir .*vgg_normalised.pth .*decoder_iter_500000.pth \(published at https://yadi.sk/d/xsZ7j6FhK1dmfQ\)"):
+    with pytest.raises(
+        WeightsError,
+        match=r"official files missing in weights dir .*vgg_normalised.pth .*decoder_iter_500000.pth "
+        r"\(published at https://yadi.sk/d/xsZ7j6FhK1dmfQ\)",
+    ):
         load_method("sanet", weights="official", weights_dir=tmp_path)
 
 
@@ -90,7 +94,12 @@ def test_wrong_checkpoint_one_line_error(tmp_path, parity_weights):
     with pytest.raises(WeightsError) as e:
         load_method("sanet", weights="official", weights_dir=tmp_path)
     msg = str(e.value)
-    assert "\n" not in msg and "1.weight" in msg and "(256, 256, 3, 3)" in msg and "decoder_iter_500000.pth" in msg
+    assert (
+        "\n" not in msg
+        and "1.weight" in msg
+        and "(256, 256, 3, 3)" in msg
+        and "decoder_iter_500000.pth" in msg
+    )
     del state["1.weight"]
     state["extra"] = torch.zeros(1)
     torch.save(state, tmp_path / "decoder_iter_500000.pth")

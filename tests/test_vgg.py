@@ -2,13 +2,30 @@ from __future__ import annotations
 
 import torch
 
-from sanet_bench.nn.vgg import LAYERS, VGGEncoder, decoder, offline_vgg_id, offline_vgg_normalised, vgg_normalised
+from sanet_bench.nn.vgg import (
+    LAYERS,
+    VGGEncoder,
+    decoder,
+    offline_vgg_id,
+    offline_vgg_normalised,
+    vgg_normalised,
+)
 
 
 def test_official_layouts():
     keys = {k.split(".")[0] for k in vgg_normalised().state_dict()}
     assert keys == {str(i) for i in (0, 2, 5, 9, 12, 16, 19, 22, 25, 29, 32, 35, 38, 42, 45, 48, 51)}
-    assert {k.split(".")[0] for k in decoder().state_dict()} == {"1", "5", "8", "11", "14", "18", "21", "25", "28"}
+    assert {k.split(".")[0] for k in decoder().state_dict()} == {
+        "1",
+        "5",
+        "8",
+        "11",
+        "14",
+        "18",
+        "21",
+        "25",
+        "28",
+    }
 
 
 def test_encoder_shapes_ceil_mode():
@@ -20,7 +37,8 @@ def test_encoder_shapes_ceil_mode():
 
 def test_offline_encoder_is_deterministic_and_calibrated():
     a, b = offline_vgg_normalised(0), offline_vgg_normalised(0)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    assert all(torch.equal(x, y) for x, y in pairs)
     c = offline_vgg_normalised(1)
     assert not torch.equal(a[2].weight, c[2].weight)
     # module 0 is the released file's fixed preprocessing: RGB [0,1] -> BGR*255 - mean

@@ -93,14 +93,17 @@ _BGR_MEAN = (103.939, 116.779, 123.68)
 
 
 def offline_vgg_id(seed: int = OFFLINE_SEED) -> str:
-    return f"offline-random-vgg19(seed={seed},unit-variance) — NOT the ImageNet VGG19; values not comparable to papers"
+    return (
+        f"offline-random-vgg19(seed={seed},unit-variance) — NOT the ImageNet VGG19; "
+        "values not comparable to papers"
+    )
 
 
 OFFLINE_VGG_ID = offline_vgg_id()
 
 
 def _calibration_images(g: torch.Generator, n: int = 4, size: int = 64) -> Tensor:
-    """Smooth random RGB images in [0,1] (the parity fixtures' generator: low-res noise, upsampled, + grain)."""
+    """Smooth random RGB images in [0,1] (as the parity fixtures': low-res noise, upsampled, + grain)."""
     lo = torch.rand(n, 3, size // 8 + 1, size // 8 + 1, generator=g)
     x = F.interpolate(lo, size=(size, size), mode="bilinear", align_corners=False)
     return (x + 0.03 * torch.randn(n, 3, size, size, generator=g)).clamp(0, 1)
@@ -123,7 +126,9 @@ def _offline_state(seed: int) -> dict[str, Tensor]:
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
                 m.bias.zero_()
                 out = m(h)
-                m.weight.div_(out.std())  # LSUV-style: unit variance of each conv's output on the calibration set
+                m.weight.div_(
+                    out.std()
+                )  # LSUV-style: unit variance of each conv's output on the calibration set
             h = m(h)
     return {k: v.clone() for k, v in vgg.state_dict().items()}
 
