@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in methods:
         try:
             spec = get_method_spec(name)
-            weights = "random" if "random" in spec.weights_kinds else "official"
+            weights = spec.weights_kind("random")  # magenta: its shipped official weights
             model = load_method(spec.name, weights=weights, device=device)
         except SanetBenchError as e:
             print(f"{name:<11} {'-':>5} {'-':<9} error: {e}")

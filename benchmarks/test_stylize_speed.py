@@ -15,7 +15,7 @@ from sanet_bench.registry import get_method_spec
 @functools.cache
 def _model(method: str, device: str):
     spec = get_method_spec(method)
-    weights = "random" if "random" in spec.weights_kinds else spec.weights_kinds[0]  # magenta: official only
+    weights = spec.weights_kind("random")  # magenta: its shipped official weights
     try:
         return load_method(method, weights=weights, device=device)
     except SanetBenchError as e:
