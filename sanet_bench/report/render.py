@@ -67,11 +67,9 @@ def _tbl(t: tables.Table) -> tuple[str, str]:
 
 
 def _load_profile(run_dir: Path) -> pd.DataFrame | None:
-    from ..profiling import load_records, records_path
+    from ..profiling import RECORDS, load_records
 
-    try:
-        records_path(run_dir)
-    except Exception:  # no profile in this run
+    if not (run_dir / "profile" / RECORDS).is_file():  # this run was not profiled
         return None
     return load_records(run_dir)
 
