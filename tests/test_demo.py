@@ -138,11 +138,53 @@ def test_train_unit_resumes_and_reuses_a_finished_unit(home):
     assert torch.equal(again["state"]["decoders.0.1.weight"], first["state"]["decoders.0.1.weight"])
 
 
+def test_learning_rate_is_constant_then_falls_along_a_half_cosine():
+    lrs = [demo._lr_at(1e-3, it, 10, 4) for it in range(10)]
+    assert lrs[:7] == [1e-3] * 7  # the decay's first step still has the full rate
+    assert all(a > b for a, b in zip(lrs[6:], lrs[7:], strict=False)) and 0 < lrs[-1] < 2e-4
+    assert [demo._lr_at(1e-3, it, 10, 0) for it in range(10)] == [1e-3] * 10
+
+
+def test_a_longer_run_extends_a_constant_rate_checkpoint_exactly(home, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setitem(demo.UNITS, "wct_d1", replace(demo.UNITS["wct_d1"], decay=1))
+    demo.train_unit("wct_d1", steps=3)  # iterations 0-1 at the constant rate, 2 decays
+    ckpt = torch.load(home / "demo_train" / "wct_d1" / "ckpt.pt", weights_only=True)
+    assert (ckpt["iteration"], ckpt["decay"]) == (3, 1)
+    # A checkpoint inside the decay cannot be extended: the 5-step run starts again, so it is the fresh run.
+    grown = demo.train_unit("wct_d1", steps=5)
+    fresh = demo.train_unit("wct_d1", steps=5, root=tmp_path / "fresh")
+    assert len(grown["losses"]) == 5 and torch.equal(grown["state"]["decoders.0.1.weight"],
+                                                     fresh["state"]["decoders.0.1.weight"])
+    # From a constant-rate checkpoint a longer run continues and gives the uninterrupted run's weights.
+    monkeypatch.setitem(demo.UNITS, "wct_d1", replace(demo.UNITS["wct_d1"], decay=0))
+    short = demo.train_unit("wct_d1", steps=2, root=tmp_path / "ext")
+    extended = demo.train_unit("wct_d1", steps=4, root=tmp_path / "ext")
+    direct = demo.train_unit("wct_d1", steps=4, root=tmp_path / "direct")
+    assert extended["losses"][:2] == short["losses"]
+    assert torch.equal(extended["state"]["decoders.0.1.weight"], direct["state"]["decoders.0.1.weight"])
+
+
+def test_a_unit_restarts_when_its_init_changed(home, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setitem(demo.UNITS, "wct_d4", replace(demo.UNITS["wct_d4"], steps=1, decay=0))
+    monkeypatch.setitem(demo.UNITS, "wct_d5", replace(demo.UNITS["wct_d5"], steps=1, decay=0))
+    demo.train_unit("wct_d5")
+    d5 = home / "demo_train" / "wct_d5" / "ckpt.pt"
+    assert torch.load(d5, weights_only=True)["init"] == "wct_d4@1"
+    monkeypatch.setitem(demo.UNITS, "wct_d4", replace(demo.UNITS["wct_d4"], steps=2))
+    monkeypatch.setitem(demo.UNITS, "wct_d5", replace(demo.UNITS["wct_d5"], steps=2))
+    again = demo.train_unit("wct_d5")  # d4 grew, so d5's 1-step checkpoint (trained on d4@1) is not reused
+    assert torch.load(d5, weights_only=True)["init"] == "wct_d4@2" and len(again["losses"]) == 2
+
+
 def test_init_unit_keeps_its_own_recipe(home, monkeypatch):
     """Training a unit started from another must not retrain that one with a different step count."""
     from dataclasses import replace
 
-    monkeypatch.setitem(demo.UNITS, "wct_d4", replace(demo.UNITS["wct_d4"], steps=2))
+    monkeypatch.setitem(demo.UNITS, "wct_d4", replace(demo.UNITS["wct_d4"], steps=2, decay=0))
     monkeypatch.setitem(demo.UNITS, "wct_d5", replace(demo.UNITS["wct_d5"], steps=1))
     demo.train_unit("wct_d5")
     d4 = torch.load(home / "demo_train" / "wct_d4" / "ckpt.pt", weights_only=True)
