@@ -272,7 +272,10 @@ def load_demo(model: nn.Module, name: str, folder: Path | None = None) -> dict[s
 class Unit:
     """One trained module: ``steps`` Adam updates on ``batch`` random ``crop`` px crops, at a constant ``lr``
     except for the last ``decay`` steps, where it falls to 0 along a half cosine; ``clip`` bounds the gradient
-    norm (a spike at a constant rate can kill the decoder's ReLUs: the output becomes one flat colour)."""
+    norm (a spike at a constant rate can kill the decoder's ReLUs: the output becomes one flat colour).
+    ``transform_lr`` slows SANet's transform: Adam moves every weight by about the rate and merge_conv has a
+    fan-in of 4,608 (measured: with the transform at 3e-4, or at 2e-5 with clipping, the output was one flat
+    colour within 50 steps; at 1e-5 it was not)."""
 
     name: str
     method: str
@@ -285,6 +288,7 @@ class Unit:
     init: str = ""  # unit whose result initialises this one
     decay: int = 0
     clip: float = 0.0  # max gradient norm (0: no clipping)
+    transform_lr: float = 1.0  # SANet: the transform's rate as a fraction of ``lr``
     weights: dict[str, float] = field(default_factory=dict)
 
 
@@ -307,7 +311,7 @@ UNITS: dict[str, Unit] = {
              300, 1e-3, weights={"perceptual": 0.01}),
         Unit("sanet", "sanet", "SANet weighted_total (lambda_c 1, lambda_s 3, lambda_id1 50, lambda_id2 1); "
              "transform started as T = merge(c4 + up(c5)) (zero out_convs, merge_conv 0.5 x identity)",
-             900, 3e-4, batch=2, init="wct_d4", decay=300, clip=1.0),
+             1200, 1e-4, batch=2, init="wct_d4", decay=400, transform_lr=0.1),
     )
 }
 METHOD_UNITS = {
@@ -389,6 +393,14 @@ class _Job:
                 self.trained += list(self.model.transform.parameters())
         for p in self.trained:
             p.requires_grad_(True)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        if self.unit.method != "sanet":
+            return [{"params": self.trained, "lr_scale": 1.0}]
+        transform = list(self.model.transform.parameters())
+        ids = {id(p) for p in transform}
+        return [{"params": [p for p in self.trained if id(p) not in ids], "lr_scale": 1.0},
+                {"params": transform, "lr_scale": self.unit.transform_lr}]
 
     def head_state(self) -> dict[str, Tensor]:
         return {k: v for k, v in self.model.decoders[4].state_dict().items()
@@ -482,7 +494,7 @@ def train_unit(name: str, steps: int | None = None, root: Path | None = None, se
         init_run = train_unit(unit.init, override, root, seed, progress)
         init, init_id = _sub(init_run["state"], "decoders.3."), f"{unit.init}@{init_run['steps']}"
     job = _Job(unit, init)
-    opt = torch.optim.Adam(job.trained, lr=unit.lr)
+    opt = torch.optim.Adam(job.param_groups(), lr=unit.lr)
     ckpt = folder / "ckpt.pt"
     start, history, seconds = 0, [], 0.0
     if ckpt.is_file():
@@ -505,7 +517,7 @@ def train_unit(name: str, steps: int | None = None, root: Path | None = None, se
         t0 = time.perf_counter()
         c, s = content.batch_at(it)[0], style.batch_at(it)[0]
         for group in opt.param_groups:
-            group["lr"] = _lr_at(unit.lr, it, steps, decay)
+            group["lr"] = _lr_at(unit.lr, it, steps, decay) * group["lr_scale"]
         losses = job.losses(c, s)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()

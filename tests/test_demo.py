@@ -166,6 +166,18 @@ def test_a_longer_run_extends_a_constant_rate_checkpoint_exactly(home, tmp_path,
     assert torch.equal(extended["state"]["decoders.0.1.weight"], direct["state"]["decoders.0.1.weight"])
 
 
+def test_sanet_transform_trains_at_its_fraction_of_the_rate(home):
+    demo.train_unit("sanet", steps=1)  # and wct_d4, its init, for 1 step too
+    ckpt = torch.load(home / "demo_train" / "sanet" / "ckpt.pt", weights_only=True)
+    groups = ckpt["optimizer"]["param_groups"]
+    unit = demo.UNITS["sanet"]
+    assert [g["lr"] for g in groups] == pytest.approx([unit.lr, unit.lr * unit.transform_lr])
+    job = demo._Job(unit, None)
+    decoder, transform = (g["params"] for g in job.param_groups())
+    assert len(transform) == len(list(job.model.transform.parameters()))
+    assert len(decoder) + len(transform) == len(job.trained)
+
+
 def test_a_unit_restarts_when_its_init_changed(home, monkeypatch):
     from dataclasses import replace
 
