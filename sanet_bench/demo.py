@@ -29,11 +29,12 @@ seeds other than the grid's). Batches come from :class:`sanet_bench.data.CropSou
 (seed, iteration), so a run is reproducible and resumes exactly.
 
 Acceptance (issue 9 item 4, :func:`check_demo` on the embedded grid; its result is each manifest entry's
-``checks``, and :func:`acceptance` turns it into the line every weights label carries): Avatar-Net passes.
-AdaIN, WCT and SANet, trained as below on this project's CPU budget, do not yet: they ship so the offline
-default job runs end to end with real (trained, not random) models, and every row, figure and report
-section that shows them says that they FAIL the checks and by how much. A longer run of their command is the
-fix (``sanet-bench weights train-demo METHOD --steps N`` then ``weights check-demo METHOD --record``).
+``checks``, and :func:`acceptance` turns it into the line every weights label carries): Avatar-Net and AdaIN
+pass. WCT (its alpha-0 output is five reconstructions in cascade, bounded by the relu5_1 decoder) and SANet,
+trained as below on this project's CPU budget, do not yet: they ship so the offline default job runs end to
+end with real (trained, not random) models, and every row, figure and report section that shows them says
+that they FAIL the checks and by how much. A longer run of their command is the fix (raise the steps in
+:data:`UNITS`, ``sanet-bench weights train-demo METHOD``, then ``weights check-demo METHOD --record``).
 
 Storage (safetensors in ``sanet_bench/data/demo``, listed with their sha256 in ``manifest.json``): every
 weight with two or more dimensions is int8, symmetric per output channel (``w ~ q * scale[o]``, ``scale =
