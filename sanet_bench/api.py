@@ -115,9 +115,14 @@ def _resolve_auto(spec: MethodSpec, weights_dir) -> tuple[dict | None, str]:
     except WeightsError as e:
         if not demo.available(spec.name):
             raise
-        log.warning("%s: official weights not in the cache; using sanet-bench DEMO weights on a random "
-                    "offline encoder (not the paper's model): %s", spec.name, str(e).split(" — ")[0])
+        if spec.name not in _DEMO_NOTICED:  # once per method and process (a run loads it again to profile)
+            _DEMO_NOTICED.add(spec.name)
+            log.warning("%s: official weights not in the cache; using sanet-bench DEMO weights on a random "
+                        "offline encoder (not the paper's model): %s", spec.name, str(e).split(" — ")[0])
         return None, "demo"
+
+
+_DEMO_NOTICED: set[str] = set()
 
 
 def stylize_files(

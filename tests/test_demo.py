@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from sanet_bench import demo
+from sanet_bench import api, demo
 from sanet_bench.api import build, load_method
 from sanet_bench.errors import WeightsError
 from sanet_bench.nn.vgg import OFFLINE_VGG_ID, offline_vgg_normalised
@@ -105,8 +105,10 @@ def _official_adain(folder):
 def test_auto_order_weights_dir_then_cache_then_demo(home, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(demo, "DEMO_DIR", tmp_path / "demo")
     _fake_demo(tmp_path / "demo")
+    monkeypatch.setattr(api, "_DEMO_NOTICED", set())
     with caplog.at_level(logging.WARNING):
         m = load_method("adain", weights="auto")
+        load_method("adain", weights="auto")  # loaded again (as a run does to profile): no second notice
     assert m.weights_info["source"] == "demo" and m.weights_info["requested"] == "auto"
     notes = [r.getMessage() for r in caplog.records if "DEMO" in r.getMessage()]
     assert len(notes) == 1 and "\n" not in notes[0]
