@@ -6,7 +6,7 @@ models trained here with the project's own code, against the offline encoder
 layers, id :data:`~sanet_bench.nn.vgg.OFFLINE_VGG_ID`). They are NOT the papers' models: numbers made with
 them describe the demo models only, and every result carries ``weights_info["source"] == "demo"``.
 
-Recipes (:data:`UNITS`; one unit = one trained module, run in :data:`ORDER`):
+Recipes (:data:`UNITS`; one unit = one trained module; a method's units, in order: :data:`METHOD_UNITS`):
 
 * WCT decoders d1..d4 (Li et al. 2017, Sec. 3.1): reconstruction, ``|D(E(c)) - c|^2 + |E(D(E(c))) - E(c)|^2``
   (pixel + feature loss, lambda 1). d5 = a trained head (its four 512-channel convs) + a tail that is d4's
@@ -398,10 +398,8 @@ class _Job:
     def param_groups(self) -> list[dict[str, Any]]:
         if self.unit.method != "sanet":
             return [{"params": self.trained, "lr_scale": 1.0}]
-        transform = list(self.model.transform.parameters())
-        ids = {id(p) for p in transform}
-        return [{"params": [p for p in self.trained if id(p) not in ids], "lr_scale": 1.0},
-                {"params": transform, "lr_scale": self.unit.transform_lr}]
+        return [{"params": list(self.model.decoder.parameters()), "lr_scale": 1.0},
+                {"params": list(self.model.transform.parameters()), "lr_scale": self.unit.transform_lr}]
 
     def head_state(self) -> dict[str, Tensor]:
         return {k: v for k, v in self.model.decoders[4].state_dict().items()
@@ -476,7 +474,7 @@ def _unit_dir(name: str, root: Path | None) -> Path:
 
 def train_unit(name: str, steps: int | None = None, root: Path | None = None, seed: int = 0,
                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train (or resume) unit ``name``; returns ``{"state", "losses", "steps", "seconds"}``.
+    """Train (or resume) unit ``name``; returns ``{"state", "losses", "steps", "decay", "seconds"}``.
 
     Checkpoints ``<root>/<name>/ckpt.pt`` (weights-only readable) every 25 steps; a finished unit is reused
     and a shorter run of the same unit (same seed, init and learning rate) is extended from any checkpoint
@@ -536,7 +534,7 @@ def train_unit(name: str, steps: int | None = None, root: Path | None = None, se
                 row = ", ".join(f"{k} {v:.4g}" for k, v in history[-1].items())
                 progress(f"{name} {done}/{steps} ({seconds / done:.2f} s/step): {row}")
     return {"state": {k: v.detach().clone() for k, v in job.result().items()}, "losses": history,
-            "steps": steps, "seconds": seconds}
+            "steps": steps, "decay": decay, "seconds": seconds}
 
 
 def _lr_at(lr: float, it: int, steps: int, decay: int) -> float:
@@ -601,7 +599,8 @@ def train_demo(method: str, steps: int | None = None, out: str | os.PathLike | N
     cmd = f"sanet-bench weights train-demo {method}" + (f" --steps {steps}" if steps is not None else "")
     units = {
         u: {**{k: v for k, v in asdict(UNITS[u]).items() if k != "name"},
-            "steps": results[u]["steps"], "seconds": round(results[u]["seconds"], 1),
+            "steps": results[u]["steps"], "decay": results[u]["decay"],
+            "seconds": round(results[u]["seconds"], 1),
             "losses": _loss_summary(results[u]["losses"])}
         for u in METHOD_UNITS[method]
     }

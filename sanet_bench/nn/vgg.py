@@ -125,10 +125,8 @@ def _offline_state(seed: int) -> dict[str, Tensor]:
                 fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
                 m.bias.zero_()
-                out = m(h)
-                m.weight.div_(
-                    out.std()
-                )  # LSUV-style: unit variance of each conv's output on the calibration set
+                # LSUV-style: unit variance of each conv's output on the calibration set
+                m.weight.div_(m(h).std())
             h = m(h)
     return {k: v.clone() for k, v in vgg.state_dict().items()}
 
