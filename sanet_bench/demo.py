@@ -38,7 +38,9 @@ that they FAIL the checks and by how much. A longer run of their command is the 
 
 Storage (safetensors in ``sanet_bench/data/demo``, listed with their sha256 in ``manifest.json``): every
 weight with two or more dimensions is int8, symmetric per output channel (``w ~ q * scale[o]``, ``scale =
-max|w[o]| / 127``, key ``K`` int8 + ``K::scale`` float32); biases stay float32.
+max|w[o]| / 127``, key ``K`` int8 + ``K::scale`` float32); biases stay float32. A square conv weight's
+centre diagonal ``w[j, j, k//2, k//2]`` is kept exactly (``K::diag`` float32, v2): SANet's merge_conv is
+0.5 x identity plus a learned part of ~1e-3, which a scale set by the 0.5 (step 0.004) rounded to zero.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ log = logging.getLogger(__name__)
 DEMO_DIR = Path(__file__).parent / "data" / "demo"
 MANIFEST = "manifest.json"
 SCALE_SUFFIX = "::scale"
-FORMAT = "int8-per-output-channel-v1"
+DIAG_SUFFIX = "::diag"
+FORMAT = "int8-per-output-channel-v2"  # v2: + exact centre diagonals (v1 files read the same)
 DEMO_METHODS = ("adain", "wct", "avatar-net", "sanet")
 CONTENT_IMAGES = ("motorcycle_left", "motorcycle_right", "retina", "ihc", "color", "coins", "moon",
                   "clock_motion", "cell", "page")
@@ -80,14 +83,31 @@ GRID_NOTE = (
 
 
 # ------------------------------------------------------------------------------------------- quantisation
+def _centre_diagonal(w: Tensor) -> tuple[Tensor, Tensor, int, int] | None:
+    """The index of ``w[j, j, kh // 2, kw // 2]`` for a square conv weight (same in/out channels, odd
+    kernel), else None. Residual-style weights (SANet's merge_conv: 0.5 x identity plus a learned part of
+    ~1e-3) keep it exactly, so the int8 scale fits the learned part instead of the 0.5."""
+    if w.dim() != 4 or w.shape[0] != w.shape[1] or w.shape[2] % 2 == 0 or w.shape[3] % 2 == 0:
+        return None
+    ch = torch.arange(w.shape[0])
+    return ch, ch, w.shape[2] // 2, w.shape[3] // 2
+
+
 def quantise(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """int8 symmetric per-output-channel copy of ``state`` (>= 2-D tensors); 0/1-D tensors stay float32."""
+    """int8 symmetric per-output-channel copy of ``state`` (>= 2-D tensors); 0/1-D tensors stay float32.
+
+    A square conv weight's centre diagonal is stored exactly (``K::diag``, float32) and quantised as zero.
+    """
     out: dict[str, Tensor] = {}
     for k, v in state.items():
-        v = v.detach().float().cpu()
+        v = v.detach().float().cpu().clone()
         if v.dim() < 2:
             out[k] = v.contiguous()
             continue
+        diag = _centre_diagonal(v)
+        if diag is not None:
+            out[k + DIAG_SUFFIX] = v[diag].contiguous()
+            v[diag] = 0.0
         amax = v.reshape(v.shape[0], -1).abs().amax(1)
         scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
         q = (v / scale.view(-1, *[1] * (v.dim() - 1))).round().clamp(-127, 127).to(torch.int8)
@@ -99,11 +119,14 @@ def dequantise(stored: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The float32 state dict of :func:`quantise`'s output."""
     out: dict[str, Tensor] = {}
     for k, v in stored.items():
-        if k.endswith(SCALE_SUFFIX):
+        if k.endswith((SCALE_SUFFIX, DIAG_SUFFIX)):
             continue
         if v.dtype == torch.int8:
             s = stored[k + SCALE_SUFFIX]
-            out[k] = v.float() * s.view(-1, *[1] * (v.dim() - 1))
+            w = v.float() * s.view(-1, *[1] * (v.dim() - 1))
+            if k + DIAG_SUFFIX in stored:
+                w[_centre_diagonal(w)] = stored[k + DIAG_SUFFIX]
+            out[k] = w
         else:
             out[k] = v.float()
     return out

@@ -45,6 +45,21 @@ def test_quantise_round_trip_per_channel():
     assert rel < 0.01
 
 
+def test_quantise_keeps_a_square_convs_centre_diagonal_exactly():
+    # SANet's merge_conv: 0.5 x identity + a learned part ~1e-3, which a scale set by the 0.5 rounds to zero
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 16, 3, 3, generator=g) * 1e-3
+    ch = torch.arange(16)
+    w[ch, ch, 1, 1] += 0.5
+    stored = demo.quantise({"m.weight": w})
+    assert torch.equal(stored["m.weight" + demo.DIAG_SUFFIX], w[ch, ch, 1, 1])
+    back = demo.dequantise(stored)["m.weight"]
+    assert torch.equal(back[ch, ch, 1, 1], w[ch, ch, 1, 1])
+    learned = w.clone()
+    learned[ch, ch, 1, 1] = 0.0
+    assert (back - w).norm() / learned.norm() < 0.01  # the learned part survives
+
+
 def test_wct_d5_tail_is_d4():
     from baselines.wct import decoder
 
