@@ -463,7 +463,7 @@ class _Job:
             from .sanet import sanet_losses, weighted_total
 
             losses = sanet_losses(m.encoder, m.transform, m.decoder, c, s)
-            return {**losses, "total": weighted_total(losses)}
+            return {**losses, "total": weighted_total(losses, u.weights)}
         # avatar-net: reconstruction through the decoder with the content's own skip features
         x = c * 255.0 - m.mean
         with torch.no_grad():
@@ -524,7 +524,8 @@ def train_unit(name: str, steps: int | None = None, root: Path | None = None, se
         # Before its decay the rate is constant, and batches are a pure function of (seed, iteration): a
         # checkpoint there is exactly where a longer run of the same unit passes, so it is extended.
         same = (saved["seed"] == seed and saved.get("init", "") == init_id
-                and saved.get("lr", saved["optimizer"]["param_groups"][0]["lr"]) == unit.lr)
+                and saved.get("lr", saved["optimizer"]["param_groups"][0]["lr"]) == unit.lr
+                and saved.get("weights", unit.weights) == unit.weights)
         saved_plan = (saved["steps_planned"], saved.get("decay", 0))
         constant_part = saved["iteration"] <= min(steps - decay, saved_plan[0] - saved_plan[1])
         if same and (constant_part or saved_plan == (steps, decay)):
@@ -551,8 +552,8 @@ def train_unit(name: str, steps: int | None = None, root: Path | None = None, se
         done = it + 1
         if done % 25 == 0 or done == steps:
             _save(ckpt, {"iteration": done, "steps_planned": steps, "decay": decay, "lr": unit.lr,
-                         "seed": seed, "init": init_id, "state": job.result(), "optimizer": opt.state_dict(),
-                         "losses": history, "seconds": seconds})
+                         "seed": seed, "init": init_id, "weights": unit.weights, "state": job.result(),
+                         "optimizer": opt.state_dict(), "losses": history, "seconds": seconds})
             if progress:
                 row = ", ".join(f"{k} {v:.4g}" for k, v in history[-1].items())
                 progress(f"{name} {done}/{steps} ({seconds / done:.2f} s/step): {row}")

@@ -195,6 +195,30 @@ def test_sanet_transform_trains_at_its_fraction_of_the_rate(home):
     assert len(decoder) + len(transform) == len(job.trained)
 
 
+def test_sanet_unit_weights_override_its_lambdas():
+    from dataclasses import replace
+
+    from sanet_bench.sanet import weighted_total
+
+    unit = replace(demo.UNITS["sanet"], weights={"lambda_id1": 500.0})
+    g = torch.Generator().manual_seed(0)
+    c, s = torch.rand(1, 3, 32, 32, generator=g), torch.rand(1, 3, 32, 32, generator=g)
+    out = demo._Job(unit, None).losses(c, s)
+    assert float(out["total"]) == pytest.approx(float(weighted_total(out, {"lambda_id1": 500.0})))
+    assert float(out["total"]) > float(weighted_total(out)) + 400 * float(out["l_identity1"])
+
+
+def test_a_unit_restarts_when_its_loss_weights_changed(home, monkeypatch):
+    from dataclasses import replace
+
+    first = demo.train_unit("wct_d1", steps=2)
+    monkeypatch.setitem(demo.UNITS, "wct_d1", replace(demo.UNITS["wct_d1"], weights={"feature": 0.02}))
+    again = demo.train_unit("wct_d1", steps=2)
+    ckpt = torch.load(home / "demo_train" / "wct_d1" / "ckpt.pt", weights_only=True)
+    assert ckpt["weights"] == {"feature": 0.02}
+    assert again["losses"][0]["total"] != first["losses"][0]["total"]
+
+
 def test_a_unit_restarts_when_its_init_changed(home, monkeypatch):
     from dataclasses import replace
 
