@@ -125,6 +125,12 @@ def _resolve_auto(spec: MethodSpec, weights_dir) -> tuple[dict | None, str]:
 _DEMO_NOTICED: set[str] = set()
 
 
+def demo_notices_given() -> set[str]:
+    """The methods whose demo-weights notice this process has printed; a profiler worker is handed it, so a
+    notice the user has seen is not printed again by every worker process."""
+    return _DEMO_NOTICED
+
+
 def stylize_files(
     method: str,
     content: str | os.PathLike,

@@ -353,7 +353,10 @@ def _measure(cell: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _worker(cell: dict[str, Any], conn) -> None:
+def _worker(cell: dict[str, Any], conn, notices_given: list[str]) -> None:
+    from .api import demo_notices_given
+
+    demo_notices_given().update(notices_given)
     try:
         conn.send(measure_cell(cell))
     finally:
@@ -361,10 +364,14 @@ def _worker(cell: dict[str, Any], conn) -> None:
 
 
 def measure_cell_isolated(cell: dict[str, Any]) -> dict[str, Any]:
-    """:func:`measure_cell` in a fresh ``spawn`` process; a worker the kernel kills (SIGKILL) is an OOM."""
+    """:func:`measure_cell` in a fresh ``spawn`` process; a worker the kernel kills (SIGKILL) is an OOM.
+
+    The worker prints the demo-weights notice only if this process has not (it has once a worker did)."""
+    from .api import demo_notices_given
+
     ctx = mp.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(cell, send), daemon=True)
+    proc = ctx.Process(target=_worker, args=(cell, send, sorted(demo_notices_given())), daemon=True)
     proc.start()
     send.close()
     try:
@@ -375,6 +382,8 @@ def measure_cell_isolated(cell: dict[str, Any]) -> dict[str, Any]:
         recv.close()
         proc.join()
     if result is not None:
+        if (result.get("weights_info") or {}).get("source") == "demo":
+            demo_notices_given().add(cell["method"])
         return result
     if proc.exitcode == -signal.SIGKILL:
         return {"status": "oom", "error": "the worker was killed by SIGKILL (most likely the OOM killer)"}

@@ -82,6 +82,17 @@ def test_isolated_cpu_cell_reports_peak_rss_delta(tmp_path):
     assert 0 < r["peak_mem_bytes"] < 80 * 2**20 < r["mem_baseline_bytes"]
 
 
+def test_isolated_workers_print_the_demo_notice_once(tmp_path, monkeypatch, capfd):
+    from sanet_bench import api
+
+    monkeypatch.setenv("SANET_BENCH_HOME", str(tmp_path / "home"))  # no official files: auto -> demo weights
+    monkeypatch.setattr(api, "_DEMO_NOTICED", set())
+    cfg = _cfg(methods=["adain"], weights="auto", isolate=True, sizes=[64, 72], repeats=0, count_flops=False)
+    recs = profile(cfg, tmp_path / "p")
+    assert [r["weights_info"]["source"] for r in recs] == ["demo", "demo"]
+    assert capfd.readouterr().err.count("adain: official weights not in the cache") == 1
+
+
 @pytest.mark.slow
 def test_isolated_peak_memory_grows_with_size(tmp_path):
     small, big = profile(_cfg(isolate=True, sizes=[64, 256], repeats=1, count_flops=False), tmp_path)
