@@ -102,13 +102,14 @@ def quantise(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """
     out: dict[str, Tensor] = {}
     for k, v in state.items():
-        v = v.detach().float().cpu().clone()
+        v = v.detach().float().cpu()
         if v.dim() < 2:
             out[k] = v.contiguous()
             continue
         diag = _centre_diagonal(v)
         if diag is not None:
             out[k + DIAG_SUFFIX] = v[diag].contiguous()
+            v = v.clone()  # not the caller's tensor
             v[diag] = 0.0
         amax = v.reshape(v.shape[0], -1).abs().amax(1)
         scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
