@@ -278,7 +278,7 @@ def test_cli_run_summary_and_exit_codes(tmp_path):
 def _cli(folder: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "cli", "run", "--methods", "sanet,adain", "--weights", "random", "--grid",
             f"folder:{folder}", "--sizes", "64", "--metrics", "content_loss,style_loss,ssim", "--no-report",
-            "--no-profile", "--no-references", "--no-progress", "--out", str(out)]
+            "--no-profile", "--no-references", "--no-progress", "--max-pairs", "0", "--out", str(out)]
 
 
 @pytest.mark.slow  # three runs, two of them fresh processes: ~25 s on 1 CPU thread
@@ -325,8 +325,8 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_table(tmp_path):
 def test_embedded_grid_three_methods_two_sizes(tmp_path):
     r = CliRunner().invoke(main, [
         "run", "--methods", "sanet,adain,wct", "--weights", "random", "--grid", "embedded",
-        "--sizes", "64,72", "--no-report", "--no-profile", "--no-references", "--no-progress",
-        "--out", str(tmp_path / "run"),
+        "--sizes", "64,72", "--max-pairs", "0", "--no-report", "--no-profile", "--no-references",
+        "--no-progress", "--out", str(tmp_path / "run"),
     ])
     assert r.exit_code == 0, r.output
     df = results.load(tmp_path / "run")
