@@ -37,6 +37,8 @@ started at d4), trained as below on this project's CPU budget, does not yet: it 
 job runs end to end with real (trained, not random) models, and every row, figure and report section that
 shows it says that it FAILS the checks and by how much. Longer runs alone are not the fix (measured: every
 decoder longer, the cascade 14.1 dB; the README says why): d3-d5 each need well over 18 dB on photographs.
+And a bound: the alpha-0 cascade is a function of the content's relu5_1, hence of its relu4_1 features, so it
+is itself a relu4_1 decoder; the three trained here (WCT d4, AdaIN, SANet) reach only 18.1-18.5 dB.
 
 Storage (safetensors in ``sanet_bench/data/demo``, listed with their sha256 in ``manifest.json``): every
 weight with two or more dimensions is int8, symmetric per output channel (``w ~ q * scale[o]``, ``scale =
