@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from sanet_bench.images import save_image
 from sanet_bench.report import render
-from sanet_bench.report.tables import metric_summary, per_style
+from sanet_bench.report.tables import content_copies, metric_summary, per_style
 
 CONTRACTS = {
     "content_loss": {
@@ -181,6 +181,46 @@ def test_summary_table_direction_and_best():
     assert "**0.6 ± 0.14**" in t.markdown() and "<b>0.8 ± 0.14</b>" in t.html()
     ps = per_style(df, "ssim", True, {})
     assert ps.rows == [["s1", "0.9", "0.2"], ["s2", "0.7", "0.4"]] and ps.bold == {(0, 1), (1, 1)}
+
+
+def test_a_method_that_returned_the_content_is_flagged_and_never_best():
+    df = pd.DataFrame(
+        {
+            "method": ["a", "a", "lazy", "lazy", "b", "b"],
+            "status": ["ok"] * 6,
+            "style": ["s1", "s2"] * 3,
+            "content_loss": [1.0, 3.0, 0.001, 0.003, 0.5, 0.7],
+            "ssim": [0.9, 0.7, 1.0, 1.0, 0.2, 0.4],
+        }
+    )
+    refs = pd.DataFrame(
+        {"method": ["ref:content", "ref:style"], "content_loss": [0.0, 2.5], "ssim": [1.0, 0.1]}
+    )
+    assert content_copies(df, refs) == {"lazy": (pytest.approx(0.002), 2.5)}
+    assert content_copies(df, refs.iloc[:1]) == {} and content_copies(df, None) == {}
+    assert content_copies(df.assign(content_loss=df["content_loss"] + 0.05), refs) == {}  # 2% of 2.5: moved
+
+    better = {"content_loss": False, "ssim": True}
+    t = metric_summary(df, ["content_loss", "ssim"], better, {"lazy": "lazy [X]"}, refs, {"lazy"})
+    assert t.bold == {(2, 2), (0, 3)}  # without the flag "lazy" would win both columns
+    assert "not bolded: lazy [X], which returned the content" in t.caption
+    assert per_style(df, "ssim", True, {}, {"lazy"}).bold == {(0, 1), (1, 1)}
+
+
+def test_report_says_which_method_returned_the_content(tmp_path):
+    run = _run_folder(tmp_path, profile=False)
+    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    for r in [r for r in rows if r["method"] == "sanet"]:  # two references; sanet's outputs are the content
+        rows.append({**r, "key": "ref:style" + r["key"][5:], "method": "ref:style", "content_loss": 2.0})
+        r["content_loss"] = 0.0001
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"]["method_options"] = {"sanet": {"iters": 5}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    md = (render(run, tmp_path / "r").parent / "report.md").read_text()
+    assert re.search(r"sanet\S* returned the content: its mean content loss 0.0001 is under 1% of the style "
+                     r"image's own \(2\), so it did not move the image with its options \(iters=5\)", md)
+    assert "**0.0001" not in md
 
 
 def test_cli_report_and_errors(tmp_path):

@@ -145,9 +145,20 @@ def render(
 
     # -- metric tables --------------------------------------------------------------------------------
     if metrics:
-        parts = [_tbl(tables.metric_summary(df, metrics, better, short, refs if not refs.empty else None))]
+        references = refs if not refs.empty else None
+        copies = tables.content_copies(df, references)
+        parts = [_tbl(tables.metric_summary(df, metrics, better, short, references, set(copies)))]
+        options = manifest.get("config", {}).get("method_options", {})
+        for m, (loss, style_loss) in copies.items():
+            opts = ", ".join(f"{k}={v}" for k, v in options.get(m, {}).items()) or "defaults"
+            parts.append(_text(
+                f"{short[m]} returned the content: its mean content loss {loss:.3g} is under "
+                f"{tables.COPY_FRACTION:.0%} of the style image's own ({style_loss:.3g}), so it did not "
+                f"move the image with its options ({opts}); it is not bolded as best. Give it a larger "
+                "budget (method_options in the config) to see it stylise."
+            ))
         for m in [m for m in MAIN_METRICS if m in metrics and df[m].notna().any()]:
-            parts.append(_tbl(tables.per_style(df, m, better.get(m), short)))
+            parts.append(_tbl(tables.per_style(df, m, better.get(m), short, set(copies))))
         missing = df.loc[df["missing"].fillna("") != "", "missing"].unique() if "missing" in df else []
         if len(missing):
             parts.append(_text("Missing metrics: " + " | ".join(sorted(set(missing)))[:600]))

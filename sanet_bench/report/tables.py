@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..runner import REF_STYLE
+
 
 @dataclass
 class Table:
@@ -62,17 +64,39 @@ def _best(values: dict[int, float], higher: bool | None) -> set[int]:
     return {i for i, v in vals.items() if np.isclose(v, target, rtol=1e-9, atol=0)}
 
 
+COPY_FRACTION = 0.01  # content_copies: under 1% of the style image's own content loss
+
+
+def content_copies(df: pd.DataFrame, references: pd.DataFrame | None) -> dict[str, tuple[float, float]]:
+    """Methods whose outputs are the content itself: ``{method: (its content loss, the style's)}``.
+
+    A method qualifies when its mean ``content_loss`` over successful cells is under :data:`COPY_FRACTION`
+    of the style reference's (the style image scored as the output: the content loss of an unrelated
+    picture). Such a method did not move the image (e.g. an optimiser given too few iterations); it would
+    otherwise be "best" on every output-vs-content metric. Empty without a style reference row.
+    """
+    if references is None or "content_loss" not in df or "content_loss" not in references:
+        return {}
+    style_ref = references.loc[references["method"] == REF_STYLE, "content_loss"].mean()
+    if pd.isna(style_ref) or style_ref <= 0:
+        return {}
+    ok = df[df["status"] == "ok"].groupby("method", sort=False)["content_loss"].mean().dropna()
+    return {m: (float(v), float(style_ref)) for m, v in ok.items() if v < COPY_FRACTION * style_ref}
+
+
 def metric_summary(
     df: pd.DataFrame,
     metrics: list[str],
     better: dict[str, bool],
     labels: dict[str, str],
     references: pd.DataFrame | None = None,
+    no_bold: set[str] = frozenset(),
 ) -> Table:
     """Method x metric (mean ± std over successful cells), best per column in bold among the methods.
 
     ``references`` (optional) holds reference rows (e.g. the content or the style itself as the output),
-    shown below the methods and never bolded.
+    shown below the methods and never bolded; nor are the methods in ``no_bold`` (see
+    :func:`content_copies`).
     """
     ok = df[df["status"] == "ok"]
     methods = list(dict.fromkeys(df["method"]))
@@ -84,7 +108,7 @@ def metric_summary(
         row = [labels.get(method, method), f"{len(g)}/{n_all}"]
         for m in metrics:
             col = g[m].dropna() if m in g else pd.Series(dtype=float)
-            means[m][i] = col.mean() if len(col) else None
+            means[m][i] = col.mean() if len(col) and method not in no_bold else None
             row.append(_fmt(col.mean() if len(col) else None, col.std() if len(col) > 1 else None))
         rows.append(row)
     bold = {(i, 2 + j) for j, m in enumerate(metrics) for i in _best(means[m], better.get(m))}
@@ -97,13 +121,21 @@ def metric_summary(
                     *[_fmt(g[m].mean(), g[m].std()) if m in g else "–" for m in metrics],
                 ]
             )
-    return Table(
-        header, rows, bold, "mean ± std over the grid's successful cells; bold: best method per column"
-    )
+    caption = "mean ± std over the grid's successful cells; bold: best method per column"
+    if no_bold:
+        copies = ", ".join(labels.get(m, m) for m in sorted(no_bold))
+        caption += f" (not bolded: {copies}, which returned the content)"
+    return Table(header, rows, bold, caption)
 
 
-def per_style(df: pd.DataFrame, metric: str, higher: bool | None, labels: dict[str, str]) -> Table:
-    """Style x method means of one metric (best per style in bold)."""
+def per_style(
+    df: pd.DataFrame,
+    metric: str,
+    higher: bool | None,
+    labels: dict[str, str],
+    no_bold: set[str] = frozenset(),
+) -> Table:
+    """Style x method means of one metric (best per style in bold, never a method in ``no_bold``)."""
     ok = df[(df["status"] == "ok") & df[metric].notna()] if metric in df else df.iloc[0:0]
     methods = list(dict.fromkeys(df["method"]))
     styles = sorted(df["style"].unique())
@@ -116,7 +148,8 @@ def per_style(df: pd.DataFrame, metric: str, higher: bool | None, labels: dict[s
             v = ok[(ok["style"] == style) & (ok["method"] == m)][metric]
             vals[j] = v.mean() if len(v) else None
             row.append("–" if vals[j] is None else f"{vals[j]:.4g}")
-        bold |= {(r, 1 + j) for j in _best(vals, higher)}
+        candidates = {j: v for j, v in vals.items() if methods[j] not in no_bold}
+        bold |= {(r, 1 + j) for j in _best(candidates, higher)}
         rows.append(row)
     return Table(header, rows, bold, f"{metric} {arrow(higher)} per style (mean over contents and sizes)")
 
