@@ -86,9 +86,28 @@ def test_features_are_computed_once_per_tensor_per_cell():
     vgg_metrics = ["content_loss", "content_loss_raw", "style_loss", "style_loss_gram"]
     values, missing = evaluate(o, c, s, nets, vgg_metrics)
     assert len(calls) == 3 and not missing and all(v is not None for v in values.values())
-    assert nets._feats == {}  # cleared after the cell
-    evaluate(o, c, s, nets, ["content_loss"])
-    assert len(calls) == 5
+    assert nets._feats == {}  # the output's are forgotten after the cell...
+    again, _ = evaluate(o, c, s, nets, vgg_metrics)
+    assert len(calls) == 4 and again == values  # ...the content's and style's are kept for the next cells
+
+
+def test_kept_features_are_bounded_and_never_stale():
+    enc = VGGEncoder(vgg_normalised()).eval()
+    calls = []
+    enc.register_forward_hook(lambda *a: calls.append(1))
+    nets = _nets_with(enc)
+    c1, c2, s = _img(7), _img(8), _img(9)
+    evaluate(_img(6), c1, s, nets, ["content_loss"])  # computes out, c1 (s is not needed)
+    per_image = sum(f.numel() * f.element_size() for f in nets.vgg_features(c1))
+    assert len(calls) == 2
+    c1.mul_(0.5)  # modified in place: its kept features no longer describe it
+    fresh, _ = evaluate(_img(6), c1, s, nets, ["content_loss"])
+    assert len(calls) == 4 and fresh == evaluate(_img(6), c1.clone(), s, nets, ["content_loss"])[0]
+    nets.keep_bytes = per_image  # room for one image: c2 evicts c1
+    n = len(calls)
+    evaluate(_img(6), c2, s, nets, ["content_loss"])
+    evaluate(_img(6), c1, s, nets, ["content_loss"])
+    assert len(calls) == n + 4 and len(nets._kept) == 1
 
 
 def test_ssim_uses_bt601_luminance():

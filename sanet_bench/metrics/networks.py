@@ -14,6 +14,7 @@ Both files are read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,16 +113,27 @@ def load_lpips() -> tuple[nn.Module | None, str | None]:
     return build_lpips(state), None
 
 
+KEEP_BYTES = 1 << 30  # Networks.keep_bytes: 1 GiB holds a default run's grid images at 256 and 512 px
+
+
 @dataclass
 class Networks:
-    """Networks shared by the metrics of one run, plus a per-cell cache of VGG features."""
+    """Networks shared by the metrics of one run, plus caches of VGG features.
+
+    Features are computed once per tensor: the output's until :meth:`clear`, and those of the tensors
+    :meth:`clear` is asked to ``keep`` (the grid's content and style images, which every method's cells
+    share) in a least-recently-used store of at most ``keep_bytes``. A tensor modified in place is
+    recomputed (its ``_version`` changes).
+    """
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     encoder: VGGEncoder | None = None
     encoder_id: str = "none"
     missing: dict[str, str] = field(default_factory=dict)  # need -> reason
     lpips: nn.Module | None = None
+    keep_bytes: int = KEEP_BYTES
     _feats: dict[int, tuple[Tensor, int, list[Tensor]]] = field(default_factory=dict, repr=False)
+    _kept: OrderedDict[int, tuple[Tensor, int, list[Tensor]]] = field(default_factory=OrderedDict, repr=False)
 
     @classmethod
     def load(
@@ -148,13 +160,28 @@ class Networks:
         """relu1_1..relu5_1 of ``x``, computed once per tensor until :meth:`clear`."""
         if self.encoder is None:
             raise WeightsError(self.missing.get(VGG, "no VGG encoder loaded for the metrics"))
-        hit = self._feats.get(id(x))
-        if hit is not None and hit[0] is x and hit[1] == x._version:
-            return hit[2]
+        for store in (self._feats, self._kept):
+            hit = store.get(id(x))
+            if hit is not None and hit[0] is x and hit[1] == x._version:
+                if store is self._kept:
+                    store.move_to_end(id(x))
+                return hit[2]
         with torch.no_grad():
             feats = self.encoder(x.to(self.device, torch.float32))
         self._feats[id(x)] = (x, x._version, feats)  # holding x keeps id(x) unique while cached
         return feats
 
-    def clear(self) -> None:
+    def clear(self, keep: tuple[Tensor, ...] = ()) -> None:
+        """Forget the features of this cell's tensors, except those of ``keep`` (see the class doc)."""
+        for x in keep:
+            entry = self._feats.get(id(x))
+            if entry is not None and entry[0] is x:
+                self._kept[id(x)] = entry
+                self._kept.move_to_end(id(x))
         self._feats.clear()
+        while self._kept and sum(_nbytes(e[2]) for e in self._kept.values()) > self.keep_bytes:
+            self._kept.popitem(last=False)
+
+
+def _nbytes(feats: list[Tensor]) -> int:
+    return sum(f.numel() * f.element_size() for f in feats)
