@@ -77,11 +77,16 @@ def test_raw_and_gram_variants_follow_their_formulas():
     assert content_loss(c, c, nets) == 0.0 and content_loss_raw(c, c, nets) == 0.0
 
 
-def test_features_are_computed_once_per_tensor_per_cell():
+def _counting_nets() -> tuple[Networks, list[int]]:
+    """Networks whose encoder appends to the returned list at every forward."""
     enc = VGGEncoder(vgg_normalised()).eval()
-    calls = []
+    calls: list[int] = []
     enc.register_forward_hook(lambda *a: calls.append(1))
-    nets = _nets_with(enc)
+    return _nets_with(enc), calls
+
+
+def test_features_are_computed_once_per_tensor_per_cell():
+    nets, calls = _counting_nets()
     o, c, s = _img(6), _img(7), _img(8)
     vgg_metrics = ["content_loss", "content_loss_raw", "style_loss", "style_loss_gram"]
     values, missing = evaluate(o, c, s, nets, vgg_metrics)
@@ -92,10 +97,7 @@ def test_features_are_computed_once_per_tensor_per_cell():
 
 
 def test_kept_features_are_bounded_and_never_stale():
-    enc = VGGEncoder(vgg_normalised()).eval()
-    calls = []
-    enc.register_forward_hook(lambda *a: calls.append(1))
-    nets = _nets_with(enc)
+    nets, calls = _counting_nets()
     c1, c2, s = _img(7), _img(8), _img(9)
     evaluate(_img(6), c1, s, nets, ["content_loss"])  # computes out, c1 (s is not needed)
     per_image = sum(f.numel() * f.element_size() for f in nets.vgg_features(c1))
