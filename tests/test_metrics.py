@@ -112,6 +112,16 @@ def test_kept_features_are_bounded_and_never_stale():
     assert len(calls) == n + 4 and len(nets._kept) == 1
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_copies_of_the_images_are_not_kept():
+    nets, calls = _counting_nets()
+    nets.encoder.cuda()
+    nets.device = torch.device("cuda")
+    c, s = _img(7), _img(8)  # on the CPU: evaluate moves them to the output's device, a new tensor each cell
+    evaluate(_img(6).cuda(), c, s, nets, ["content_loss"])
+    assert len(calls) == 2 and not nets._kept
+
+
 def test_ssim_uses_bt601_luminance():
     c = _img(9)
     assert ssim_luminance(c, c) == pytest.approx(1.0, abs=1e-12)

@@ -34,7 +34,8 @@ def evaluate(
 ) -> tuple[dict[str, float | None], dict[str, str]]:
     """``(values, missing)``: each metric's value (None when missing) and ``{metric: reason}``."""
     out = quantise(output)
-    content, style = content.to(out.device), style.to(out.device)  # once: their features are cached by tensor
+    given = (content, style)
+    content, style = (x.to(out.device) for x in given)  # once per cell: features are cached by tensor
     values: dict[str, float | None] = {}
     missing: dict[str, str] = {}
     try:
@@ -50,7 +51,8 @@ def evaluate(
                     reason = str(e)
             values[name], missing[name] = None, reason
     finally:
-        nets.clear(keep=(content, style))  # the grid's images recur in every method's cells
+        # the grid's images recur in every method's cells; a device copy is new each cell, so never kept
+        nets.clear(keep=tuple(x for x, g in zip((content, style), given, strict=True) if x is g))
     return values, missing
 
 
