@@ -14,6 +14,7 @@ import pandas as pd
 
 from .. import results
 from ..images import atomic_write_bytes
+from ..runner import REFERENCES
 from . import figures, labels, tables
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}
@@ -23,7 +24,6 @@ img{max-width:100%}.loud{background:#fde8e8;border:2px solid #c00000;padding:.6e
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}h2{border-bottom:1px solid #ddd}"""
 
 MAIN_METRICS = ("content_loss", "style_loss", "ssim", "lpips")
-REFERENCE_PREFIX = "ref:"  # sanet_bench.runner.REFERENCES
 
 
 @dataclass
@@ -103,7 +103,7 @@ def render(
         return labels.short_label(method, info), not labels.is_official(info)
 
     short = {m: label(m)[0] for m in dict.fromkeys(list(df["method"]) + list(weights))}
-    is_ref = df["method"].astype(str).str.startswith(REFERENCE_PREFIX)
+    is_ref = df["method"].isin(REFERENCES)
     refs, df = df[is_ref], df[~is_ref]  # reference rows: the content / style scored as outputs
     methods = list(dict.fromkeys(df["method"]))
     metrics = results.metric_columns(df)
