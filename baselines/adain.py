@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from sanet_bench.errors import ConfigError, ImageError
 from sanet_bench.method import Method
 from sanet_bench.nn.stats import adain, calc_mean_std
-from sanet_bench.nn.vgg import VGGEncoder, decoder, vgg_normalised
+from sanet_bench.nn.vgg import VGG_NORMALISED, VGGEncoder, decoder, vgg_normalised
 from sanet_bench.registry import MethodSpec, Option, Source, WeightFile, register_method
 from sanet_bench.weights import load_file_into
 
@@ -185,12 +185,7 @@ SPEC = register_method(
         reference="naoto0804/pytorch-AdaIN@47950d0e6656a95a80a4b105c4c0f58d38ef785c",
         factory=AdaIN,
         files=(
-            WeightFile(
-                "vgg_normalised.pth",
-                (Source(_RELEASE + "vgg_normalised.pth"),),
-                layout="53-module nn.Sequential, keys {0,2,5,...,51}.{weight,bias}; [:31] used (relu4_1)",
-                license=_LICENSE,
-            ),
+            VGG_NORMALISED,
             WeightFile(
                 "decoder.pth",
                 (Source(_RELEASE + "decoder.pth"),),

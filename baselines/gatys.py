@@ -29,11 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sanet_bench import sanet
 from sanet_bench.errors import ConfigError
 from sanet_bench.method import Method
 from sanet_bench.nn.stats import gram
-from sanet_bench.nn.vgg import vgg_normalised
+from sanet_bench.nn.vgg import VGG_NORMALISED, vgg_normalised
 from sanet_bench.registry import MethodSpec, Option, register_method
 from sanet_bench.weights import load_file_into
 
@@ -143,7 +142,7 @@ SPEC = register_method(
         citation="Gatys, Ecker & Bethge, Image Style Transfer Using Convolutional Neural Networks, CVPR 2016",
         reference="paper Eq. 1-7 (no official code); vgg_normalised.pth as naoto0804/pytorch-AdaIN ships it",
         factory=Gatys,
-        files=(sanet.SPEC.file("vgg_normalised.pth"),),
+        files=(VGG_NORMALISED,),
         default_alpha=1.0,
         options=(
             Option("iters", 300, "L-BFGS iterations (fixed budget; each is one VGG forward+backward)"),

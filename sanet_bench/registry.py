@@ -5,19 +5,14 @@ plain data: citation, reference implementation, official weight files (name, key
 published, sha256 when known), default alpha and supported options. Metrics register a
 :class:`MetricSpec` through :func:`register_metric`.
 
-Registering a method imports its module, hence torch. Commands that only show metadata (``sanet-bench
-methods``, ``weights list``) read :func:`method_cards` instead: the same data without the factory, from the
-committed snapshot ``sanet_bench/method_cards.json`` (``python -m sanet_bench.registry --write-cards``
-regenerates it; tests/test_registry.py fails when it is stale).
+Registering a method imports its module (hence torch); the method modules are imported on first use.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import UnknownNameError
@@ -43,6 +38,39 @@ class WeightFile:
     layout: str = ""  # short human description of the key layout
     license: str = ""
     optional: bool = False  # e.g. alternative formats (.t7) that are not needed when the .pth exists
+    # Published inside an archive: ``sources`` then serve the archive ``archive`` (e.g. "models.zip") and
+    # this file is its member ``member`` (e.g. "models/r41.pth"); the archive is fetched once, verified
+    # (``archive_sha256`` when the publisher states one), and only the needed members are extracted.
+    archive: str = ""
+    member: str = ""
+    archive_sha256: str | None = None
+    # One file that several methods load (vgg_normalised.pth): cached once, under weights/shared/.
+    shared: bool = False
+
+
+@dataclass(frozen=True)
+class InputPolicy:
+    """What a method's reference can compute, declared by the method and applied by the runner before
+    ``stylize`` (the row records :meth:`describe`). The default accepts any size of at least ``min_size``.
+
+    ``square``: content and style are centre-cropped to squares; ``style_like_content``: the style is
+    resized to the content's size; ``multiple``: both sides are cropped down to a multiple of it.
+    """
+
+    square: bool = False
+    style_like_content: bool = False
+    multiple: int = 1
+    note: str = ""  # why, in the reference's words (e.g. "StyTrans.forward asserts equal sizes")
+
+    def describe(self) -> str:
+        parts = []
+        if self.square:
+            parts.append("centre-cropped square")
+        if self.style_like_content:
+            parts.append("style resized to the content's size")
+        if self.multiple > 1:
+            parts.append(f"sides a multiple of {self.multiple}")
+        return ", ".join(parts) or "any size"
 
 
 @dataclass(frozen=True)
@@ -54,7 +82,7 @@ class Option:
 
 @dataclass(frozen=True)
 class MethodCard:
-    """A method's metadata: plain data, importable without torch (see :func:`method_cards`)."""
+    """A method's metadata: plain data."""
 
     name: str
     title: str
@@ -66,6 +94,7 @@ class MethodCard:
     stages: tuple[str, ...] = ("encode", "transform", "decode")
     input_convention: str = "RGB float [0,1], NCHW"
     min_size: int = 64
+    input_policy: InputPolicy = InputPolicy()
     notes: str = ""
     weights_kinds: tuple[str, ...] = ("official", "random")
 
@@ -153,49 +182,13 @@ def _lookup(specs: dict, name: str):
     return specs[key]
 
 
-# ------------------------------------------------------------------------------------------- method cards
-CARDS_PATH = Path(__file__).with_name("method_cards.json")
-CARDS_COMMAND = "python -m sanet_bench.registry --write-cards"
-
-
 def method_cards() -> dict[str, MethodCard]:
-    """Every method's card without importing the method modules (so without torch).
-
-    The committed snapshot :data:`CARDS_PATH`, overlaid with the specs registered so far in this process
-    (plugins registered by their own import, tests), which win.
-    """
-    data = json.loads(CARDS_PATH.read_text(encoding="utf-8"))
-    cards = {name: card_from_json(d) for name, d in data["methods"].items()}
-    cards.update({name: spec.card() for name, spec in _METHODS.items()})
-    return cards
+    """Every registered method's card (its metadata without the factory)."""
+    return {name: spec.card() for name, spec in method_specs().items()}
 
 
 def get_method_card(name: str) -> MethodCard:
-    return _lookup(method_cards(), name)
-
-
-def card_from_json(d: dict) -> MethodCard:
-    files = tuple(
-        WeightFile(**{**f, "sources": tuple(Source(**s) for s in f["sources"])}) for f in d["files"]
-    )
-    return MethodCard(**{
-        **d, "files": files, "options": tuple(Option(**o) for o in d["options"]),
-        "stages": tuple(d["stages"]), "weights_kinds": tuple(d["weights_kinds"]),
-    })
-
-
-def cards_json() -> str:
-    """The snapshot of every registered method's card (imports the method modules), as written to disk."""
-    methods = {name: asdict(spec.card()) for name, spec in sorted(method_specs().items())}
-    text = json.dumps({"generated_by": CARDS_COMMAND, "methods": methods}, indent=1, ensure_ascii=False)
-    return text + "\n"
-
-
-def write_cards(path: Path = CARDS_PATH) -> Path:
-    from .images import atomic_write_bytes
-
-    atomic_write_bytes(path, cards_json().encode("utf-8"))
-    return path
+    return get_method_spec(name).card()
 
 
 def metric_specs() -> dict[str, MetricSpec]:
@@ -208,15 +201,3 @@ def get_metric_spec(name: str) -> MetricSpec:
     if name not in specs:
         raise UnknownNameError(f"unknown metric {name!r}; available: {', '.join(sorted(specs))}")
     return specs[name]
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m sanet_bench.registry")
-    parser.add_argument("--write-cards", action="store_true", required=True,
-                        help=f"regenerate {CARDS_PATH.name} from the registered methods")
-    parser.parse_args()
-    from sanet_bench.registry import write_cards as _write  # the package's module, not this __main__ copy
-
-    print(_write())

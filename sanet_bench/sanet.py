@@ -29,27 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .method import Method
+from .nn.attention import attention
 from .nn.stats import calc_mean_std, mean_variance_norm
-from .nn.vgg import VGGEncoder, decoder, vgg_normalised
+from .nn.vgg import VGG_NORMALISED, VGGEncoder, decoder, vgg_normalised
 from .registry import MethodSpec, Source, WeightFile, register_method
 from .weights import load_file_into
-
-# Elements of one attention chunk (queries x style positions): 2**24 floats = 64 MiB in float32.
-ATTENTION_CHUNK_ELEMENTS = 1 << 24
-
-
-def attention(f: Tensor, g: Tensor, h: Tensor, chunk_elements: int = ATTENTION_CHUNK_ELEMENTS) -> Tensor:
-    """``h softmax(f^T g)^T`` for f [N,C,Lc], g [N,C,Ls], h [N,C,Ls] -> [N,C,Lc], in query chunks."""
-    q = f.transpose(1, 2).unsqueeze(1)  # [N,1,Lc,C]
-    k = g.transpose(1, 2).unsqueeze(1)  # [N,1,Ls,C]
-    v = h.transpose(1, 2).unsqueeze(1)  # [N,1,Ls,C]
-    step = max(1, chunk_elements // max(1, k.shape[2]))
-    outs = [
-        F.scaled_dot_product_attention(q[:, :, i : i + step], k, v, scale=1.0)
-        for i in range(0, q.shape[2], step)
-    ]
-    return torch.cat(outs, dim=2).squeeze(1).transpose(1, 2)
-
 
 class SANetBlock(nn.Module):
     def __init__(self, channels: int = 512):
@@ -162,7 +146,6 @@ def weighted_total(losses: dict[str, Tensor], lambdas: dict[str, float] | None =
 
 
 _YANDEX = "https://yadi.sk/d/"  # GlebSBrykin/SANET README: "Links to weights on Yandex.Disk"
-_ADAIN_RELEASE = "https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0/"
 
 SPEC = register_method(
     MethodSpec(
@@ -172,15 +155,7 @@ SPEC = register_method(
         reference="GlebSBrykin/SANET@2dfec142cf9bb4c7915a28284097fd4ea9dca251",
         factory=SANet,
         files=(
-            WeightFile(
-                "vgg_normalised.pth",
-                (
-                    Source(_YANDEX + "7IrysY8q8dtneQ", kind="yandex"),
-                    Source(_ADAIN_RELEASE + "vgg_normalised.pth"),
-                ),
-                layout="53-module nn.Sequential, keys {0,2,5,...,51}.{weight,bias}",
-                license="normalised VGG19 (Gatys et al.), redistributed by naoto0804/pytorch-AdaIN (MIT)",
-            ),
+            VGG_NORMALISED,
             WeightFile(
                 "decoder_iter_500000.pth",
                 (Source(_YANDEX + "xsZ7j6FhK1dmfQ", kind="yandex"),),

@@ -34,16 +34,16 @@ def assert_close_rel_max(out: torch.Tensor, expected: torch.Tensor, tol: float) 
 
 @pytest.fixture(scope="session")
 def parity_weights(tmp_path_factory):
-    """Official-named files rebuilt from each parity layout: ``parity_weights(method) -> dir``."""
-    from sanet_bench.parity import write_official
+    """Official-named files rebuilt from a parity layout: ``parity_weights(folder, layout) -> dir``."""
+    from parity_weights import write_official
 
-    made: dict[str, Path] = {}
+    made: dict[tuple[str, str], Path] = {}
 
-    def get(method: str) -> Path:
-        if method not in made:
-            made[method] = tmp_path_factory.mktemp(f"parity_{method}")
-            write_official(PARITY / method, made[method])
-        return made[method]
+    def get(folder: str, layout: str = "layout.json") -> Path:
+        if (folder, layout) not in made:
+            made[folder, layout] = tmp_path_factory.mktemp(f"parity_{folder}")
+            write_official(PARITY / folder, made[folder, layout], layout)
+        return made[folder, layout]
 
     return get
 

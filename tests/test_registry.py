@@ -1,8 +1,7 @@
-"""Method cards: the committed metadata snapshot matches the live registry; live specs overlay it."""
+"""Method cards: every registered spec gives its card; specs registered at run time appear too."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 
 import pytest
@@ -12,16 +11,6 @@ import cli
 from sanet_bench import registry
 from sanet_bench.errors import UnknownNameError
 from sanet_bench.registry import MethodCard, MethodSpec, Option, Source, WeightFile
-
-
-def test_committed_cards_match_the_registry():
-    live = registry.cards_json()
-    assert registry.CARDS_PATH.read_text(encoding="utf-8") == live, (
-        f"{registry.CARDS_PATH} is stale: run `{registry.CARDS_COMMAND}` and commit it"
-    )
-    # read back, the snapshot gives the very cards the registered specs give (types of defaults included)
-    snapshot = {n: registry.card_from_json(d) for n, d in json.loads(live)["methods"].items()}
-    assert snapshot == {n: s.card() for n, s in registry.method_specs().items()}
 
 
 def test_a_card_carries_every_field_of_a_spec_but_the_factory():

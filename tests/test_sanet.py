@@ -6,8 +6,9 @@ from conftest import PARITY, assert_close_rel_max, load_case, parity_cases
 
 from sanet_bench import load_method
 from sanet_bench.errors import WeightsError
-from sanet_bench.parity import read_layout, rebuild_all
-from sanet_bench.sanet import attention, sanet_losses
+from parity_weights import read_layout, rebuild_all
+from sanet_bench.nn.attention import attention
+from sanet_bench.sanet import sanet_losses
 
 
 def test_recipe_reproduces_tensor_sums():

@@ -18,7 +18,7 @@ from http_server import file
 import cli
 from sanet_bench import registry, weights
 from sanet_bench.api import load_method
-from sanet_bench.parity import write_official
+from parity_weights import write_official
 from sanet_bench.registry import MethodSpec, Source, WeightFile
 from sanet_bench.weights import cache_dir, import_dir, pull, pull_alexnet, recorded_sha256, verify
 

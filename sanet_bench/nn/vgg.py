@@ -14,6 +14,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..registry import Source, WeightFile
+
+# The one declaration of vgg_normalised.pth, shared by every method that loads it (one cache entry, one hash).
+VGG_NORMALISED = WeightFile(
+    "vgg_normalised.pth",
+    (
+        Source("https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0/vgg_normalised.pth"),
+        Source("https://yadi.sk/d/7IrysY8q8dtneQ", kind="yandex"),
+    ),
+    layout="53-module nn.Sequential, keys {0,2,5,...,51}.{weight,bias}",
+    license="normalised VGG19 (Gatys et al.), redistributed by naoto0804/pytorch-AdaIN (MIT)",
+    shared=True,
+)
+
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 # Slices of the 53-module Sequential ending at each relu{k}_1 (GlebSBrykin/SANET Eval.py enc_1..enc_5).
 SLICES = ((0, 4), (4, 11), (11, 18), (18, 31), (31, 44))

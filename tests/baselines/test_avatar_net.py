@@ -20,7 +20,7 @@ from baselines.avatar_net import (
 )
 from sanet_bench import load_method
 from sanet_bench.errors import WeightsError
-from sanet_bench.parity import read_layout, rebuild_state
+from parity_weights import read_layout, rebuild_state
 
 LAYOUT = read_layout(PARITY / "avatar_net")
 ENTRY = LAYOUT["files"]["model.ckpt"]

@@ -16,7 +16,7 @@ import baselines.wct as wct_mod
 from baselines.wct import DECODER_PLANS, LEVELS, decoder, t7_module_state, wct
 from sanet_bench import load_method
 from sanet_bench.errors import WeightsError
-from sanet_bench.parity import read_layout
+from parity_weights import read_layout
 from sanet_bench.registry import get_method_spec
 
 
