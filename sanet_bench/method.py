@@ -61,6 +61,10 @@ class Method(nn.Module):
         alpha = spec.default_alpha if alpha is None else float(alpha)
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"alpha={alpha} is outside [0, 1]; pass a value between 0 and 1")
+        if alpha != 1.0 and not spec.has_alpha:
+            raise ConfigError(
+                f"{spec.name} has no content-style trade-off (its reference has no alpha); use alpha 1"
+            )
         known = {o.name for o in spec.options}
         unknown = sorted(set(options) - known)
         if unknown:

@@ -90,6 +90,7 @@ class MethodCard:
     reference: str  # the implementation this one matches, repo@commit
     files: tuple[WeightFile, ...] = ()
     default_alpha: float = 1.0
+    has_alpha: bool = True  # False: the reference has no content-style trade-off; only alpha 1 runs
     options: tuple[Option, ...] = ()
     stages: tuple[str, ...] = ("encode", "transform", "decode")
     input_convention: str = "RGB float [0,1], NCHW"
