@@ -54,6 +54,27 @@ def cache_dir(method: str) -> Path:
     return home() / "weights" / method
 
 
+SHARED = "shared"  # cache_dir(SHARED): files declared ``shared`` (vgg_normalised.pth), one copy for all
+
+
+def cache_path(method: str, f: WeightFile) -> Path:
+    """Where ``f`` of ``method`` lives in the cache: its method's folder, or the shared one."""
+    return cache_dir(SHARED if f.shared else method) / f.name
+
+
+def find_file(f: WeightFile, weights_dir: str | os.PathLike | None = None) -> Path | None:
+    """A metric's or a method's file ``f`` by its official name: in ``weights_dir``, else the cache (shared
+    folder, then any method's folder holding that name), else ``None``."""
+    if weights_dir is not None:
+        p = Path(weights_dir).expanduser() / f.name
+        return p if p.is_file() else None
+    candidates = [cache_dir(SHARED) / f.name]
+    weights_root = home() / "weights"
+    if weights_root.is_dir():
+        candidates += sorted(weights_root.glob(f"*/{f.name}"))
+    return next((p for p in candidates if p.is_file()), None)
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
