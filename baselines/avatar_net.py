@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sanet_bench.errors import WeightsError
-from sanet_bench.images import atomic_write_bytes
+from sanet_bench.io import atomic_write_bytes
 from sanet_bench.method import Method
 from sanet_bench.registry import MethodSpec, Source, WeightFile, register_method
 

@@ -32,7 +32,8 @@ import torch
 from .api import load_method, resolve_device
 from .config import to_dict
 from .errors import ConfigError
-from .images import atomic_write_bytes, save_image
+from .images import save_image
+from .io import atomic_write_bytes
 from .train import LOG_FILE, META_FILE, TrainConfig, TrainResult, read_losses, train
 
 VARIANTS: dict[str, dict[str, float]] = {

@@ -23,6 +23,7 @@ from typing import Any
 from scipy.stats import mannwhitneyu
 
 from .errors import ConfigError
+from .io import format_table as text_table
 from .profiling import device_identity, read_records
 
 MIN_REPEATS = 3
@@ -164,7 +165,7 @@ def _fmt_s(x: float | None) -> str:
 def format_table(comp: Comparison) -> str:
     """An aligned text table: cell, both medians, ratio, p-value, verdict."""
     header = ("cell", "base median", "new median", "ratio", "p (U, 1-sided)", "n", "verdict")
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for c in comp.cells:
         rows.append((
             c.name,
@@ -175,12 +176,9 @@ def format_table(comp: Comparison) -> str:
             f"{c.n_base}/{c.n_new}" if c.n_base or c.n_new else "-",
             c.verdict,
         ))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(v.ljust(w) if i == 0 or i == len(header) - 1 else v.rjust(w)
-                       for i, (v, w) in enumerate(zip(r, widths, strict=True))).rstrip() for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
+    table = text_table(header, rows[1:], left=(0, len(header) - 1))
     note = (f"regression: ratio > {1 + comp.threshold:.3f} and p < {comp.alpha} (Mann-Whitney U on the raw "
             f"repeat samples, needs >= {MIN_REPEATS} repeats per run; 3 vs 3 cannot reach p < 0.05)")
     if comp.base_devices != comp.new_devices:
         note += f"; CROSS-DEVICE: base {', '.join(comp.base_devices)} vs new {', '.join(comp.new_devices)}"
-    return "\n".join([*lines, "", note])
+    return "\n".join([table, "", note])

@@ -29,8 +29,8 @@ from torch.utils.data import Dataset
 
 from .errors import ConfigError, ImageError
 from .images import load_image
+from .io import IMAGE_EXTENSIONS
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 RESIZE_POLICIES = ("shorter", "exact")
 
 
@@ -42,12 +42,12 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     files = [
         p
         for p in root.rglob("*")
-        if p.suffix.lower() in EXTENSIONS
+        if p.suffix.lower() in IMAGE_EXTENSIONS
         and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     ]
     if not files:
-        raise ConfigError(f"{root}: no images found (looked recursively for {', '.join(EXTENSIONS)})")
+        raise ConfigError(f"{root}: no images found (looked recursively for {', '.join(IMAGE_EXTENSIONS)})")
     return sorted(files)
 
 

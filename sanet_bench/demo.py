@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ConfigError, WeightsError
-from .images import atomic_write_bytes
+from .io import atomic_write_bytes
 from .nn.vgg import OFFLINE_VGG_ID, VGG_CONVS, offline_vgg_normalised
 from .weights import home, load_strict, sha256_file
 

@@ -35,8 +35,8 @@ from urllib.parse import parse_qs, urljoin, urlparse
 import requests
 
 from .errors import DownloadError, OfflineError
+from .io import is_url, sha256_file
 from .registry import Source
-from .weights import sha256_file  # one implementation (weights.py stays free of requests)
 
 # Public API endpoints; tests point them at a local server.
 GDRIVE_DOWNLOAD_URL = "https://drive.google.com/uc"
@@ -74,10 +74,6 @@ def as_source(source: Source | str) -> Source:
     return Source(source, kind="http")
 
 
-def _is_url(s: str) -> bool:
-    return urlparse(s).scheme in ("http", "https")
-
-
 def fetch(
     source: Source | str,
     dest: Path,
@@ -108,7 +104,7 @@ def fetch(
         if actual == sha256:
             return dest
         stale = f" (the existing file has sha256 {actual}, expected {sha256})"
-    if mirror and not _is_url(mirror):
+    if mirror and not is_url(mirror):
         return _copy_from_dir(Path(mirror).expanduser(), dest, sha256)
     url = f"{mirror.rstrip('/')}/{dest.name}" if mirror else src.url
     if offline:

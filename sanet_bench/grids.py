@@ -37,11 +37,10 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from .errors import DownloadError, GridError, OfflineError, UnknownNameError
-from .images import atomic_write_bytes, load_image
-from .weights import home, sha256_file
+from .images import load_image
+from .io import IMAGE_EXTENSIONS, atomic_write_bytes, home, is_url, sha256_file
 
 ROLES = ("content", "style")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 DESCRIPTIONS = {
     "embedded": "6 content x 6 style images bundled offline (scikit-image, matplotlib, generated styles)",
     "paper": "content and style images of the AdaIN and SANet reference repositories (pinned URLs, sha256)",
@@ -166,10 +165,6 @@ def _image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def _is_url(s: str) -> bool:
-    return urlparse(s).scheme in ("http", "https")
-
-
 # ------------------------------------------------------------------------------------------------ paper
 @dataclass(frozen=True)
 class _Entry:
@@ -195,7 +190,7 @@ def _manifest() -> list[_Entry]:
 def _local_paper(e: _Entry, mirror: str | None) -> GridImage:
     """``e`` from the cache or a mirror folder, verified; path None when in neither."""
     candidates = [grids_dir() / "paper" / e.file]
-    if mirror and not _is_url(mirror):
+    if mirror and not is_url(mirror):
         root = Path(mirror).expanduser()
         if not root.is_dir():
             raise GridError(f"mirror {root}: no such folder; pass a folder holding content/ and style/")
@@ -220,7 +215,7 @@ def _fetch_paper(e: _Entry, mirror: str | None, offline: bool | None) -> GridIma
     role = e.image.role
     # "" rather than None: $SANET_BENCH_MIRROR serves weights in a flat folder, not the grid's layout.
     source_mirror = ""
-    if mirror and _is_url(mirror):
+    if mirror and is_url(mirror):
         source_mirror = f"{mirror.rstrip('/')}/{role}"
     elif mirror:
         root = Path(mirror).expanduser()
@@ -439,7 +434,7 @@ def _folder(root: Path) -> Grid:
         files = sorted(
             p
             for p in (sub.iterdir() if sub.is_dir() else ())
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTS
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
         )
         if not files:
             raise GridError(f"{sub}: no {role} images; put .jpg/.png/.webp/.tif files there")

@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, SanetBenchError
-from .images import atomic_write_bytes
+from .io import JsonlStore, atomic_write_bytes
 from .provenance import environment
 
 PRIME_SIZE = 64  # the priming call before a CPU memory measurement
@@ -400,21 +400,25 @@ def summarize(samples: list[float]) -> tuple[float | None, float | None]:
 
 
 class RecordWriter:
-    """``records.jsonl`` (rewritten atomically after each record) and ``manifest.json`` in one folder."""
+    """``records.jsonl`` (the append-only store, :class:`sanet_bench.io.JsonlStore`; a new profile into the
+    folder starts it afresh) and ``manifest.json`` in one folder."""
 
     def __init__(self, out_dir: Path, manifest: dict[str, Any]):
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.lines: list[str] = []
+        (self.dir / RECORDS).unlink(missing_ok=True)
+        self.store = JsonlStore(self.dir / RECORDS, ConfigError)
+        self.count = 0
         self.manifest = manifest
         self._write_manifest()
 
     def add(self, record: dict[str, Any]) -> None:
-        self.lines.append(json.dumps(record, sort_keys=True, default=str))
-        atomic_write_bytes(self.dir / RECORDS, ("\n".join(self.lines) + "\n").encode())
+        self.store.append(record)
+        self.count += 1
 
     def finish(self, **extra: Any) -> None:
-        self.manifest.update(extra, records=len(self.lines))
+        self.manifest.update(extra, records=self.count)
+        self.store.close()
         self._write_manifest()
 
     def _write_manifest(self) -> None:
@@ -556,18 +560,12 @@ def records_path(path: str | os.PathLike) -> Path:
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The raw records of a profile run (see :func:`records_path` for what ``path`` may be)."""
     f = records_path(path)
-    out = []
-    for i, line in enumerate(f.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            msg = f"{f}: line {i} is not JSON ({e.msg}); re-run the profile or drop the line"
-            raise ConfigError(msg) from None
+    out = JsonlStore(f, ConfigError).read()
+    for i, rec in enumerate(out, 1):
         if not isinstance(rec, dict) or "method" not in rec or "status" not in rec:
-            raise ConfigError(f"{f}: line {i} is not a profile record (no method/status); pass a profile dir")
-        out.append(rec)
+            raise ConfigError(
+                f"{f}: record {i} is not a profile record (no method/status); pass a profile dir"
+            )
     return out
 
 

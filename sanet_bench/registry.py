@@ -10,12 +10,20 @@ Registering a method imports its module (hence torch); the method modules are im
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from .errors import UnknownNameError
+from .io import atomic_write_json, home
 
 
 @dataclass(frozen=True)
@@ -140,12 +148,12 @@ class MetricSpec:
 _METHODS: dict[str, MethodSpec] = {}
 _METRICS: dict[str, MetricSpec] = {}
 
-# Modules whose import registers methods / metrics. Imported lazily so `import sanet_bench` stays cheap.
-_METHOD_MODULES = (
-    "sanet_bench.sanet",
-    "baselines",
-)
+# Built-in method modules: sanet_bench.sanet and every module of the `baselines` package (found without
+# importing them); other installed packages add theirs under the entry-point group ENTRY_POINT_GROUP.
+ENTRY_POINT_GROUP = "sanet_bench.methods"
 _METRIC_MODULES = ("sanet_bench.metrics",)
+_PLUGINS_SEEN: set[tuple[str, str]] = set()
+log = logging.getLogger(__name__)
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
@@ -167,8 +175,41 @@ def _import_all(modules: tuple[str, ...]) -> None:
         importlib.import_module(mod)
 
 
+def builtin_method_modules() -> list[str]:
+    """``sanet_bench.sanet`` and each module of the ``baselines`` package, listed without importing them."""
+    found = importlib.util.find_spec("baselines")
+    paths = list(found.submodule_search_locations or []) if found else []
+    return ["sanet_bench.sanet"] + [f"baselines.{m.name}" for m in pkgutil.iter_modules(paths)]
+
+
+def plugin_entry_points() -> list[importlib.metadata.EntryPoint]:
+    """Methods from other installed packages: ``[project.entry-points."sanet_bench.methods"]``, each a module
+    (whose import registers its method) or a :class:`MethodSpec` object."""
+    eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    return sorted(eps, key=lambda ep: (ep.name, ep.value))
+
+
+def _load_plugin(ep: importlib.metadata.EntryPoint) -> None:
+    key = (ep.name, ep.value)
+    if key in _PLUGINS_SEEN:
+        return
+    _PLUGINS_SEEN.add(key)
+    dist = getattr(ep.dist, "name", "?")
+    try:
+        obj = ep.load()
+    except Exception as e:  # a broken plugin must not take every other method down with it
+        log.warning("method plugin %s = %s (package %s) failed to load and is skipped: %s: %s",
+                    ep.name, ep.value, dist, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        return
+    if isinstance(obj, MethodSpec) and _METHODS.get(obj.name) is not obj:
+        register_method(obj)
+
+
 def method_specs() -> dict[str, MethodSpec]:
-    _import_all(_METHOD_MODULES)
+    """Every registered method: the built-in modules and the plugins' entry points, imported on first use."""
+    _import_all(tuple(builtin_method_modules()))
+    for ep in plugin_entry_points():
+        _load_plugin(ep)
     return dict(_METHODS)
 
 
@@ -184,8 +225,72 @@ def _lookup(specs: dict, name: str):
 
 
 def method_cards() -> dict[str, MethodCard]:
-    """Every registered method's card (its metadata without the factory)."""
-    return {name: spec.card() for name, spec in method_specs().items()}
+    """Every registered method's card (its metadata without the factory), and those registered at run time.
+
+    Importing the method modules imports torch (about 3 s here), so metadata commands (``sanet-bench
+    methods``, ``weights list``) read the cards from a cache in ``$SANET_BENCH_HOME/cache/``, keyed by the
+    path, size and mtime of every method module and by the plugins' entry points: any change to a method's
+    file gives a new key. No snapshot is committed; the first call (or the first after a change) imports the
+    modules and writes the cache. Cached cards hold data fields only (a ``demo`` recipe's code is not data).
+    """
+    try:
+        key = _cards_key()
+    except (OSError, ImportError, ValueError):
+        key = None
+    cards: dict[str, MethodCard] = {}
+    path = home() / "cache" / f"method_cards-{key}.json" if key else None
+    if path is not None and path.is_file():
+        try:
+            cards = {n: _card_from_json(d) for n, d in json.loads(path.read_text())["methods"].items()}
+        except (OSError, ValueError, KeyError, TypeError):
+            cards = {}
+    if not cards:
+        cards = {name: spec.card() for name, spec in method_specs().items()}
+        if path is not None:
+            atomic_write_json(path, {"methods": {n: _card_to_json(c) for n, c in sorted(cards.items())}})
+    cards.update({name: spec.card() for name, spec in _METHODS.items()})
+    return cards
+
+
+def _cards_key() -> str:
+    h = hashlib.sha256()
+    origins = [importlib.util.find_spec(m).origin for m in builtin_method_modules()]
+    for ep in plugin_entry_points():
+        h.update(f"{ep.name}={ep.value}@{getattr(ep.dist, 'version', '')}".encode())
+        spec = importlib.util.find_spec(ep.module)
+        origins.append(spec.origin if spec else None)
+    for origin in [__file__, *origins]:
+        st = os.stat(origin) if origin else None
+        h.update(f"{origin}:{st.st_size if st else 0}:{st.st_mtime_ns if st else 0};".encode())
+    return h.hexdigest()[:16]
+
+
+def _card_to_json(card: MethodCard) -> dict[str, Any]:
+    out = {}
+    for f in fields(MethodCard):
+        value = getattr(card, f.name)
+        try:
+            value = asdict(value) if is_dataclass(value) else value
+            if f.name in ("files", "options"):
+                value = [asdict(x) for x in value]
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue  # code, not data (a demo recipe): metadata commands do not need it
+        out[f.name] = value
+    return out
+
+
+def _card_from_json(d: dict[str, Any]) -> MethodCard:
+    d = dict(d)
+    d["files"] = tuple(
+        WeightFile(**{**f, "sources": tuple(Source(**x) for x in f["sources"])}) for f in d.get("files", ())
+    )
+    d["options"] = tuple(Option(**o) for o in d.get("options", ()))
+    d["input_policy"] = InputPolicy(**d.get("input_policy", {}))
+    for k in ("stages", "weights_kinds"):
+        if k in d:
+            d[k] = tuple(d[k])
+    return MethodCard(**d)
 
 
 def get_method_card(name: str) -> MethodCard:

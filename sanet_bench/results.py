@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import SanetBenchError
-from .images import atomic_write_bytes
+from .io import JsonlStore, atomic_write_bytes, format_table, json_safe
 
 RESULTS = "results.jsonl"
 CSV = "results.csv"
@@ -77,81 +76,19 @@ def _path(run_dir: str | os.PathLike, name: str) -> Path:
     return p if p.name == name else p / name
 
 
+def store(run_dir: str | os.PathLike) -> JsonlStore:
+    """The run's ``results.jsonl`` (``run_dir`` or the file itself)."""
+    return JsonlStore(_path(run_dir, RESULTS), ResultsError)
+
+
 def read_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every complete row of ``results.jsonl`` in file order (a trailing partial line is ignored)."""
-    path = _path(run_dir, RESULTS)
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    if lines and lines[-1] != b"":
-        lines = lines[:-1]  # no newline yet: a write that did not finish
-    rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise ResultsError(
-                f"{path}: line {n} is not valid JSON; the file was edited or damaged — remove that line or "
-                "rerun with --overwrite"
-            ) from None
-    return rows
+    return store(run_dir).read()
 
 
 def repair(run_dir: str | os.PathLike) -> int:
     """Cut a trailing partial line off ``results.jsonl`` before appending; returns the bytes removed."""
-    path = _path(run_dir, RESULTS)
-    if not path.is_file():
-        return 0
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return 0
-    keep = data.rfind(b"\n") + 1
-    with open(path, "r+b") as f:
-        f.truncate(keep)
-        f.flush()
-        os.fsync(f.fileno())
-    return len(data) - keep
-
-
-class RowWriter:
-    """Appends rows to ``results.jsonl``: each row is one ``os.write`` of a full line, then fsync."""
-
-    def __init__(self, run_dir: str | os.PathLike):
-        path = _path(run_dir, RESULTS)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        repair(path)
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def append(self, row: dict[str, Any]) -> None:
-        data = (json.dumps(_json_safe(row), sort_keys=True, allow_nan=False) + "\n").encode()
-        view = memoryview(data)
-        while view:  # a regular file takes it in one write; loop only for the pathological short write
-            view = view[os.write(self.fd, view) :]
-        os.fsync(self.fd)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> RowWriter:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return v
+    return store(run_dir).repair()
 
 
 def latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -235,9 +172,7 @@ def format_summary(df: pd.DataFrame) -> str:
             else:
                 cells.append(f"{mean:.4g} ± {0.0 if pd.isna(std) else std:.2g}")
         lines.append(cells)
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(fmt.format(*r).rstrip() for r in [header, *lines])
+    return format_table(header, lines, left=range(len(header)))
 
 
 def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -252,5 +187,5 @@ def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def write_manifest(run_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
     path = Path(run_dir) / MANIFEST
-    atomic_write_bytes(path, (json.dumps(_json_safe(manifest), indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, (json.dumps(json_safe(manifest), indent=2, sort_keys=True) + "\n").encode())
     return path

@@ -312,7 +312,7 @@ def run(
     images = _ImageCache(cfg.resize)
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress)
     try:
-        with results.RowWriter(run_dir) as writer:
+        with results.store(run_dir) as writer:
             for method in dict.fromkeys(c.method for c in cells):
                 mine = [c for c in todo if c.method == method]
                 if not mine:

@@ -35,6 +35,7 @@ from .nn.vgg import VGG_NORMALISED, VGGEncoder, decoder, vgg_normalised
 from .registry import MethodSpec, Source, WeightFile, register_method
 from .weights import load_file_into
 
+
 class SANetBlock(nn.Module):
     def __init__(self, channels: int = 512):
         super().__init__()

@@ -46,7 +46,7 @@ from .api import build, resolve_device
 from .config import config_hash, to_dict
 from .data import CropSource, PairBatches
 from .errors import ConfigError, WeightsError
-from .images import atomic_write_bytes
+from .io import atomic_write_bytes
 from .nn.vgg import OFFLINE_VGG_ID, offline_vgg_normalised, vgg_normalised
 from .registry import get_method_spec
 from .sanet import SANet, sanet_losses, weighted_total

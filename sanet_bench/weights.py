@@ -14,12 +14,10 @@ weights list/path``) reads the method cards (:func:`sanet_bench.registry.method_
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import pickle
 import re
-import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,27 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import DownloadError, OfflineError, SanetBenchError, WeightsError
+from .io import atomic_write_bytes, home, hub_dir, sha256_file  # noqa: F401  (hub_dir: part of this API)
 from .registry import MethodCard, WeightFile
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
-
-
-def hub_dir() -> Path:
-    """``torch.hub.get_dir()``; without importing torch when it is not imported yet (same rule as torch's
-    ``_get_torch_home``: ``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch``; + ``hub``).
-    Once torch is imported, torch itself answers (it also honours ``torch.hub.set_dir``)."""
-    if "torch" in sys.modules:
-        return Path(sys.modules["torch"].hub.get_dir())
-    cache = os.getenv("XDG_CACHE_HOME", "~/.cache")
-    return Path(os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(cache, "torch")))) / "hub"
-
-
-def home() -> Path:
-    env = os.environ.get("SANET_BENCH_HOME")
-    if env:
-        return Path(env).expanduser()
-    return hub_dir() / "sanet_bench"
 
 
 def cache_dir(method: str) -> Path:
@@ -73,14 +55,6 @@ def find_file(f: WeightFile, weights_dir: str | os.PathLike | None = None) -> Pa
     if weights_root.is_dir():
         candidates += sorted(weights_root.glob(f"*/{f.name}"))
     return next((p for p in candidates if p.is_file()), None)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def where_published(f: WeightFile) -> str:
@@ -270,7 +244,6 @@ def recorded_sha256() -> dict[str, str]:
 
 def _record(updates: dict[str, str]) -> None:
     if updates:
-        from .images import atomic_write_bytes
 
         data = {**recorded_sha256(), **updates}
         atomic_write_bytes(recorded_path(), (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())

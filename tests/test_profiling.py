@@ -165,7 +165,7 @@ def test_read_records_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="no records.jsonl"):
         read_records(tmp_path)
     (tmp_path / "records.jsonl").write_text('{"method": "sanet", "status": "ok"}\n{broken\n')
-    with pytest.raises(ConfigError, match="line 2 is not JSON"):
+    with pytest.raises(ConfigError, match="line 2 is not valid JSON"):
         read_records(tmp_path)
 
 

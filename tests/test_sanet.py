@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import PARITY, assert_close_rel_max, load_case, parity_cases
+from parity_weights import read_layout, rebuild_all
 
 from sanet_bench import load_method
 from sanet_bench.errors import WeightsError
-from parity_weights import read_layout, rebuild_all
 from sanet_bench.nn.attention import attention
 from sanet_bench.sanet import sanet_losses
 

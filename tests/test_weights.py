@@ -14,11 +14,11 @@ import torch
 from click.testing import CliRunner
 from conftest import PARITY
 from http_server import file
+from parity_weights import write_official
 
 import cli
 from sanet_bench import registry, weights
 from sanet_bench.api import load_method
-from parity_weights import write_official
 from sanet_bench.registry import MethodSpec, Source, WeightFile
 from sanet_bench.weights import cache_dir, import_dir, pull, pull_alexnet, recorded_sha256, verify
 

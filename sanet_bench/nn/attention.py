@@ -16,7 +16,8 @@ ATTENTION_CHUNK_ELEMENTS = 1 << 24
 
 
 def chunked_attention(
-    q: Tensor, k: Tensor, v: Tensor, scale: float | None = None, chunk_elements: int = ATTENTION_CHUNK_ELEMENTS
+    q: Tensor, k: Tensor, v: Tensor, scale: float | None = None,
+    chunk_elements: int = ATTENTION_CHUNK_ELEMENTS,
 ) -> Tensor:
     """``softmax(scale * q k^T) v`` over the last two dims, q [..., Lq, D], k [..., Lk, D], v [..., Lk, Dv].
 

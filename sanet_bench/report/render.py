@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from .. import results
-from ..images import atomic_write_bytes
+from ..io import atomic_write_bytes
 from ..runner import REFERENCES
 from . import figures, labels, tables
 

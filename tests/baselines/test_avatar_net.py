@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from conftest import PARITY, assert_close_rel_max, load_case, parity_cases
+from parity_weights import read_layout, rebuild_state
 
 from baselines.avatar_net import (
     NPZ,
@@ -20,7 +21,6 @@ from baselines.avatar_net import (
 )
 from sanet_bench import load_method
 from sanet_bench.errors import WeightsError
-from parity_weights import read_layout, rebuild_state
 
 LAYOUT = read_layout(PARITY / "avatar_net")
 ENTRY = LAYOUT["files"]["model.ckpt"]

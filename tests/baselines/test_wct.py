@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import PARITY, assert_close_rel_max, load_case, parity_cases
+from parity_weights import read_layout
 from torch import nn
 
 import baselines.wct as wct_mod
 from baselines.wct import DECODER_PLANS, LEVELS, decoder, t7_module_state, wct
 from sanet_bench import load_method
 from sanet_bench.errors import WeightsError
-from parity_weights import read_layout
 from sanet_bench.registry import get_method_spec
 
 
