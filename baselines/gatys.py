@@ -149,6 +149,10 @@ SPEC = register_method(
             Option("ratio", 1e-3, "content/style weight ratio alpha/beta of paper Eq. 7"),
         ),
         stages=("encode", "transform"),
+        # 300 iterations take minutes per image on a CPU: the default job and the profiler run fewer
+        budgets={
+            "run": {"iters": 5}, "profile": {"iters": 10}, "full": {"iters": 100}, "paper": {"iters": 300},
+        },
         weights_kinds=("official", "random", "demo", "auto"),  # demo: the offline encoder (sanet_bench.demo)
         min_size=16,
         notes="optimises the image from the content; alpha scales the style loss (alpha=0: the content)",

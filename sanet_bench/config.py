@@ -27,14 +27,11 @@ else:  # pragma: no cover
 
 T = TypeVar("T")
 
-ALL_METHODS = ["sanet", "adain", "wct", "avatar-net", "gatys", "magenta"]
-
-
 @dataclass
 class RunConfig:
     """What `sanet-bench run` does: methods x grid pairs x sizes x alphas."""
 
-    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
+    methods: list[str] = field(default_factory=list)  # empty: every registered method
     grid: str = "embedded"  # embedded | paper | folder:DIR (DIR/content, DIR/style)
     sizes: list[int] = field(default_factory=lambda: [256, 512])  # content size, per `resize` policy
     alphas: list[float] = field(default_factory=list)  # empty: each method's default alpha
@@ -52,9 +49,10 @@ class RunConfig:
     profile_repeats: int = 3  # timed calls per (method, size) after one warm-up
     profile_sizes: list[int] = field(default_factory=lambda: [128, 256])  # empty: the run's sizes
     references: bool = True  # also score the content and the (resized) style as if they were outputs
-    # per-method options, e.g. {adain = {preserve_color = true}}
-    # Gatys runs 5 L-BFGS iterations by default here so the default job fits its budget (paper: hundreds)
-    method_options: dict[str, dict[str, Any]] = field(default_factory=lambda: {"gatys": {"iters": 5}})
+    # which of each method's budgets (MethodCard.budgets) its options come from: run | full | paper
+    budget: str = "run"
+    # per-method options, over the budget's, e.g. {adain = {preserve_color = true}, gatys = {iters = 20}}
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _type_name(tp: Any) -> str:

@@ -73,7 +73,6 @@ STATUSES = ("ok", "oom", "error", "skipped-after-oom")
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
 # Small optimisation budgets so iterative methods can be timed at all; recorded in each record's options.
-PROFILE_OPTIONS: dict[str, dict[str, Any]] = {"gatys": {"iters": 10}}
 
 MEM_CUDA = (
     "cuda max_memory_allocated over the warm-up and timed calls minus memory_allocated before them "
@@ -105,7 +104,8 @@ class ProfileConfig:
     threads: int | None = None  # torch.set_num_threads in each cell; None: torch's default
     isolate: bool | None = None  # fresh process per cell; None: on CPU yes, on CUDA no
     count_flops: bool = True
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    budget: str = "profile"  # which of each method's budgets (MethodCard.budgets) its options come from
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # over the budget's
 
 
 # ---------------------------------------------------------------------------------------------- environment
@@ -243,12 +243,6 @@ def _classify(e: BaseException) -> str:
     if isinstance(e, RuntimeError) and _CPU_OOM.search(str(e)):
         return "oom"
     return "error"
-
-
-def _cell_options(method: str, spec_options: set[str], configured: dict[str, dict[str, Any]]) -> dict:
-    opts = {k: v for k, v in PROFILE_OPTIONS.get(method, {}).items() if k in spec_options}
-    opts.update(configured.get(method, {}))
-    return opts
 
 
 def measure_cell(cell: dict[str, Any]) -> dict[str, Any]:
@@ -475,7 +469,7 @@ def profile(
     for name in methods:
         spec = get_method_spec(name)
         weights = spec.weights_kind(cfg.weights)
-        options = _cell_options(name, {o.name for o in spec.options}, cfg.method_options)
+        options = spec.options_for(cfg.budget, cfg.method_options.get(name))
         oom_at: int | None = None
         for size in sorted(set(cfg.sizes)):
             cell = {
@@ -543,7 +537,8 @@ def profile_run(cfg, run_dir: str | os.PathLike) -> list[dict[str, Any]]:
         weights=cfg.weights,
         weights_dir=cfg.weights_dir, seed=cfg.seed, repeats=cfg.profile_repeats,
         # a run config may hold options for methods it does not run (the default's gatys iters)
-        method_options={m: o for m, o in cfg.method_options.items() if m in cfg.methods},
+        method_options={m: o for m, o in cfg.method_options.items() if not cfg.methods or m in cfg.methods},
+        budget=cfg.budget,
     )
     return profile(pcfg, Path(run_dir) / "profile")
 

@@ -104,6 +104,9 @@ class MethodCard:
     input_convention: str = "RGB float [0,1], NCHW"
     min_size: int = 64
     input_policy: InputPolicy = InputPolicy()
+    # Option values per budget, where a method's own defaults would not fit one: "run" (the default job),
+    # "profile" (`sanet-bench profile`), and the presets' budgets ("full", "paper"). Config wins over these.
+    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: str = ""
     weights_kinds: tuple[str, ...] = ("official", "random")
 
@@ -112,6 +115,10 @@ class MethodCard:
             if f.name == name:
                 return f
         raise KeyError(name)
+
+    def options_for(self, budget: str, configured: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The options a cell runs with: this method's ``budget`` values, overridden by ``configured``."""
+        return {**self.budgets.get(budget, {}), **(configured or {})}
 
     def weights_kind(self, requested: str) -> str:
         """``requested`` where this method supports it, else its first kind: a method whose only weights ship
@@ -287,6 +294,7 @@ def _card_from_json(d: dict[str, Any]) -> MethodCard:
     )
     d["options"] = tuple(Option(**o) for o in d.get("options", ()))
     d["input_policy"] = InputPolicy(**d.get("input_policy", {}))
+    d.pop("demo", None)
     for k in ("stages", "weights_kinds"):
         if k in d:
             d[k] = tuple(d[k])

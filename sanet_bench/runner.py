@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from . import results
-from .api import load_method, resolve_device
+from .api import list_methods, load_method, resolve_device
 from .config import RunConfig, config_hash, to_dict
 from .errors import ConfigError, SanetBenchError
 from .images import POLICIES, save_image
@@ -116,9 +116,7 @@ def output_path(cell: Cell) -> Path:
 def validate(cfg: RunConfig) -> tuple[list[str], list[str]]:
     """Canonical method and metric names; any problem with ``cfg`` is a :class:`ConfigError`."""
     resolve_device(cfg.device)
-    if not cfg.methods:
-        raise ConfigError("no methods to run; list some with --methods (see `sanet-bench methods`)")
-    methods = list(dict.fromkeys(get_method_spec(m).name for m in cfg.methods))
+    methods = list(dict.fromkeys(get_method_spec(m).name for m in cfg.methods)) or list_methods()
     metrics = list(dict.fromkeys(get_metric_spec(m).name for m in cfg.metrics)) or sorted(metric_specs())
     if not cfg.sizes or any(s <= 0 for s in cfg.sizes):
         raise ConfigError(f"sizes must be positive integers, got {cfg.sizes}; e.g. --sizes 256,512")
@@ -244,7 +242,7 @@ def run_cell(
     device = model.device
     _sync(device)
     t1 = time.perf_counter()
-    out = model.stylize(content, style, alpha=cell.alpha, **cfg.method_options.get(cell.method, {}))
+    out = model.stylize(content, style, alpha=cell.alpha, **method_options(cfg, cell.method))
     _sync(device)
     seconds = time.perf_counter() - t1
     if not torch.isfinite(out).all():
@@ -294,7 +292,8 @@ def run(
     manifest.update(
         config=to_dict(cfg), config_hash=h, environment=environment(device), grid=_grid_info(grid),
         metrics={m: _metric_info(m) for m in metrics}, encoder=nets.encoder_id, missing_networks=nets.missing,
-        cells=len(cells),
+        cells=len(cells), methods=methods,
+        method_options={m: method_options(cfg, m) for m in methods},
     )
     manifest["sessions"].append({"started": _now(), "skipped": sum(c.key in done for c in cells)})
     results.write_manifest(run_dir, manifest)
@@ -352,6 +351,13 @@ def run(
         results.write_manifest(run_dir, manifest)
     post_run(cfg, run_dir)
     return RunSummary(run_dir, len(cells), len(cells) - len(todo), ok, failed, results.load(run_dir))
+
+
+def method_options(cfg: RunConfig, method: str) -> dict[str, Any]:
+    """The options ``method`` runs with: its ``cfg.budget`` budget, overridden by ``cfg.method_options``."""
+    if method in REFERENCES:
+        return {}
+    return get_method_spec(method).options_for(cfg.budget, cfg.method_options.get(method))
 
 
 def _load(method: str, cfg: RunConfig, device: torch.device) -> tuple[Any, str | None]:

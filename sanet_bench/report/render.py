@@ -148,7 +148,8 @@ def render(
         references = refs if not refs.empty else None
         copies = tables.content_copies(df, references)
         parts = [_tbl(tables.metric_summary(df, metrics, better, short, references, set(copies)))]
-        options = manifest.get("config", {}).get("method_options", {})
+        # the options each method ran with (its budget's, then the config's); older runs: the config's
+        options = manifest.get("method_options") or manifest.get("config", {}).get("method_options", {})
         for m, (loss, style_loss) in copies.items():
             opts = ", ".join(f"{k}={v}" for k, v in options.get(m, {}).items()) or "defaults"
             parts.append(_text(
