@@ -3,26 +3,27 @@ CVPR 2019 (arXiv:1808.04537).
 
 Two methods from one module: ``lst`` transforms relu4_1 features (files ``vgg_r41.pth``, ``dec_r41.pth``,
 ``r41.pth``), ``lst-r31`` relu3_1 features (``vgg_r31.pth``, ``dec_r31.pth``, ``r31.pth``), as the reference's
-``TestArtistic.py --layer r41 / r31``. Matches sunshineatnoon/LinearStyleTransfer@188e8e5 (TestArtistic.py's
-forward, libs/models.py ``encoder4/decoder4/encoder3/decoder3``, libs/Matrix.py ``MulLayer``), written from the
-parity specification (tests/fixtures/parity/README.md) and the paper:
+``TestArtistic.py --layer r41 / r31``. Matches sunshineatnoon/LinearStyleTransfer@188e8e5
+(TestArtistic.py's forward, libs/models.py ``encoder4/decoder4/encoder3/decoder3``, libs/Matrix.py
+``MulLayer``), written from the parity specification (tests/fixtures/parity/README.md) and the paper:
 
 * Sec. 3, the linear transform: the centred content feature ``F̄_c = F_c - mean(F_c)`` is mapped by one matrix,
   ``F_d = T F̄_c + mean(F_s)`` (the style mean is added back; the content mean is dropped).
-* Sec. 4.1 / Fig. 2, the learned matrix ``T = φ_s(F̄_s) φ_c(F̄_c)``: each φ is three 3x3 convs (zero padding,
-  ReLU between) down to 32 channels ``y``, the biased Gram ``y y^T / (h w)`` (32x32), and a fully connected layer
-  on its row-major flattening, reshaped to 32x32. ``T`` acts on a 32-channel compression of the content:
-  ``F_d = unzip(T compress(F̄_c)) + mean(F_s)``, ``compress``/``unzip`` 1x1 convs.
-* The encoder is WCT's normalised VGG19 truncated at relu4_1 (relu3_1): a 1x1 input conv (the released files'
-  RGB[0,1] -> BGR*255 - mean map; applied from the checkpoint, not hard-coded), reflection-padded 3x3 convs with
-  ReLU, 2x2/2 max-pooling in FLOOR mode. The decoder mirrors it with nearest x2 upsampling; its output is
-  returned un-clamped (TestArtistic's clamp and min-max ``save_image`` normalisation are not applied).
+* Sec. 4.1 / Fig. 2, the learned matrix ``T = φ_s(F̄_s) φ_c(F̄_c)``: each φ is three 3x3 convs (zero
+  padding, ReLU between) down to 32 channels ``y``, the biased Gram ``y y^T / (h w)`` (32x32), and a fully
+  connected layer on its row-major flattening, reshaped to 32x32. ``T`` acts on a 32-channel compression
+  of the content: ``F_d = unzip(T compress(F̄_c)) + mean(F_s)``, ``compress``/``unzip`` 1x1 convs.
+* The encoder is WCT's normalised VGG19 truncated at relu4_1 (relu3_1): a 1x1 input conv (the released
+  files' RGB[0,1] -> BGR*255 - mean map; applied from the checkpoint, not hard-coded), reflection-padded 3x3
+  convs with ReLU, 2x2/2 max-pooling in FLOOR mode. The decoder mirrors it with nearest x2 upsampling; its
+  output is returned un-clamped (TestArtistic's clamp and min-max ``save_image`` normalisation are not
+  applied).
 
 Sizes: floor pooling makes the reference's output ``8 floor(H/8) x 8 floor(W/8)`` (r41; 4 for r31), so the
 content's sides must be a multiple of 8 (4) for an output of the content's size; other contents are refused
 (``input_policy.multiple`` lets a runner crop them first). Sides under 16 (8) px fail in the reference (the
-reflection pad of a 1-pixel map). The style may have any size. The reference has no alpha (``has_alpha=False``)
-and no options besides ``--layer``, which is the method name here.
+reflection pad of a 1-pixel map). The style may have any size. The reference has no alpha
+(``has_alpha=False``) and no options besides ``--layer``, which is the method name here.
 
 Deliberate differences from the reference that do not change outputs:
 
@@ -233,7 +234,8 @@ class LSTr31(LST):
 _DRIVE = "https://drive.google.com/file/d/1H9T5rfXGlGCUh04DGkpkMFbVnmscJAbs/view?usp=sharing"
 _LICENSE = "sunshineatnoon/LinearStyleTransfer models.zip (repository licence BSD-2-Clause)"
 _CITATION = (
-    "Li, Liu, Kautz & Yang, Learning Linear Transformations for Fast Image and Video Style Transfer, CVPR 2019"
+    "Li, Liu, Kautz & Yang, Learning Linear Transformations for Fast Image and Video Style Transfer, "
+    "CVPR 2019"
 )
 _REFERENCE = "sunshineatnoon/LinearStyleTransfer@188e8e5b2ad9dbb00bed6317eb1280ecde48c657"
 
@@ -278,9 +280,9 @@ def _spec(name: str, title: str, factory: type[LST], layer: str) -> MethodSpec:
         min_size=2 * k,
         input_policy=InputPolicy(
             multiple=k,
-            note=f"floor-mode max-pooling: the reference's output is {k}*floor(H/{k}) x {k}*floor(W/{k}), so the "
-            f"content needs sides a multiple of {k} for an output of its size; the style may have any size "
-            f">= {2 * k}",
+            note=f"floor-mode max-pooling: the reference's output is {k}*floor(H/{k}) x {k}*floor(W/{k}), "
+            f"so the content needs sides a multiple of {k} for an output of its size; the style may have "
+            f"any size >= {2 * k}",
         ),
         weights_kinds=("official", "random", "auto"),
         notes=f"relu{n[0]}_1 features (TestArtistic.py --layer {layer}); no alpha; output un-clamped",
