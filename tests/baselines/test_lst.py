@@ -180,8 +180,9 @@ def _reference_math(model, content, style):
 
 
 @pytest.mark.parametrize("layer", ["r41", "r31"])
-def test_matches_the_stylize_block_and_batches_per_sample(rand_models, layer):
-    model = rand_models[layer]
+def test_matches_the_stylize_block_and_batches_per_sample(official, layer):
+    # the parity weights: with torch's default init the 32x32 matrix is too small to show in the output
+    model = official[layer]
     c, s = _img(32, 40, 4, n=2), _img(21, 27, 5, n=2)
     out = model.stylize(c, s)
     with torch.no_grad():
