@@ -7,12 +7,13 @@ Two methods from one module: ``lst`` transforms relu4_1 features (files ``vgg_r4
 (TestArtistic.py's forward, libs/models.py ``encoder4/decoder4/encoder3/decoder3``, libs/Matrix.py
 ``MulLayer``), written from the parity specification (tests/fixtures/parity/README.md) and the paper:
 
-* Sec. 3, the linear transform: the centred content feature ``F̄_c = F_c - mean(F_c)`` is mapped by one matrix,
+* The paper's linear transform: the centred content feature ``F̄_c = F_c - mean(F_c)`` is mapped by one matrix,
   ``F_d = T F̄_c + mean(F_s)`` (the style mean is added back; the content mean is dropped).
-* Sec. 4.1 / Fig. 2, the learned matrix ``T = φ_s(F̄_s) φ_c(F̄_c)``: each φ is three 3x3 convs (zero
-  padding, ReLU between) down to 32 channels ``y``, the biased Gram ``y y^T / (h w)`` (32x32), and a fully
-  connected layer on its row-major flattening, reshaped to 32x32. ``T`` acts on a 32-channel compression
-  of the content: ``F_d = unzip(T compress(F̄_c)) + mean(F_s)``, ``compress``/``unzip`` 1x1 convs.
+* Its learned matrix (the transformation module in the paper's model figure), ``T = φ_s(F̄_s) φ_c(F̄_c)``:
+  each φ is three 3x3 convs (zero padding, ReLU between) down to 32 channels ``y``, the biased Gram
+  ``y y^T / (h w)`` (32x32), and a fully connected layer on its row-major flattening, reshaped to 32x32.
+  ``T`` acts on a 32-channel compression of the content: ``F_d = unzip(T compress(F̄_c)) + mean(F_s)``,
+  ``compress``/``unzip`` 1x1 convs.
 * The encoder is WCT's normalised VGG19 truncated at relu4_1 (relu3_1): a 1x1 input conv (the released
   files' RGB[0,1] -> BGR*255 - mean map; applied from the checkpoint, not hard-coded), reflection-padded 3x3
   convs with ReLU, 2x2/2 max-pooling in FLOOR mode. The decoder mirrors it with nearest x2 upsampling; its
@@ -137,8 +138,9 @@ class Decoder(_Plan):
 
 
 class CovNet(nn.Module):
-    """φ of Sec. 4.1 (``snet``/``cnet``): ``convs`` (3x3, zero padding) to 32 channels, the biased Gram matrix
-    ``y y^T / (h w)`` and ``fc`` on its row-major flattening, returned as [B, 32, 32]."""
+    """φ_s / φ_c of the transformation module (``snet``/``cnet``): ``convs`` (3x3, zero padding) to 32
+    channels, the biased Gram matrix ``y y^T / (h w)`` and ``fc`` on its row-major flattening, returned as
+    [B, 32, 32]."""
 
     def __init__(self, channels: int, size: int = MATRIX_SIZE) -> None:
         super().__init__()
