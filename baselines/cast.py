@@ -34,7 +34,6 @@ Deliberate differences from the reference that do not change outputs:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -153,7 +152,7 @@ def _cast_file(name: str, layout: str) -> WeightFile:
     )
 
 
-_DECODER_LAYOUT = "models/net.py Decoder: keys decoder.{1,5,8,11,14,18,21,25,28}.{weight,bias} (AdaIN decoder)"
+_DECODER_LAYOUT = "models/net.py Decoder: keys decoder.{1,5,8,11,14,18,21,25,28}.{weight,bias} (AdaIN's)"
 
 SPEC = register_method(
     MethodSpec(

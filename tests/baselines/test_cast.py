@@ -90,7 +90,7 @@ def test_dec_a_would_give_another_image(official, weights_dir):
 
 def test_inputs_and_output_use_the_minus_one_one_scale(official):
     """stylize = (Dec_B(AdaIN(enc(2c-1), enc(2s-1))) + 1) / 2, against the encoder/decoder called directly."""
-    c = load_case(CASES[1])
+    c = load_case(CASES[0])
     with torch.no_grad():
         fc = official.encoder.last(2 * c["content"] - 1)
         fs = official.encoder.last(2 * c["style"] - 1)
@@ -151,8 +151,9 @@ def test_missing_files_name_where_published(tmp_path):
         load_method("cast", weights="official", weights_dir=tmp_path)
     msg = str(e.value)
     assert "\n" not in msg
+    drive = "https://drive.google.com/file/d/11dZqu95QfnAgkzgR1NTJfQutz8JlwRY8"
     for name in (AE, DEC_A, DEC_B):
-        assert f"{name} (published at https://drive.google.com/file/d/11dZqu95QfnAgkzgR1NTJfQutz8JlwRY8" in msg
+        assert f"{name} (published at {drive}" in msg
     assert "vgg_normalised.pth (published at https://github.com/naoto0804/pytorch-AdaIN/" in msg
 
 
@@ -166,17 +167,17 @@ def test_missing_unused_file_is_still_required(weights_dir, tmp_path):
 
 
 # -------------------------------------------------------------------------------------------- input policy
-@pytest.mark.parametrize("size", [(MIN_SIDE, MIN_SIDE), (MIN_SIDE, 40), (70, 90), (33, 17)])
+@pytest.mark.parametrize("size", [(MIN_SIDE, MIN_SIDE), (MIN_SIDE, 40), (20, 33), (33, 17)])
 def test_any_size_from_nine_px_is_stylized(rand_model, size):
     g = torch.Generator().manual_seed(sum(size))
     c = torch.rand(1, 3, *size, generator=g)
-    s = torch.rand(1, 3, 40, 17, generator=g)
+    s = torch.rand(1, 3, 20, 17, generator=g)
     out = rand_model.stylize(c, s)
     assert out.shape == c.shape and torch.isfinite(out).all()
 
 
 def test_uncropped_output_is_rounded_up_to_multiples_of_8(rand_model):
-    c, s = torch.rand(1, 3, 9, 30), torch.rand(1, 3, 32, 32)
+    c, s = torch.rand(1, 3, 9, 30), torch.rand(1, 3, 16, 16)
     with torch.no_grad():
         raw = rand_model._stylize(c, s, 1.0)
     assert raw.shape[-2:] == (16, 32)
@@ -202,8 +203,8 @@ def test_eight_px_really_cannot_be_computed(rand_model):
 
 def test_batches_are_per_sample(rand_model):
     g = torch.Generator().manual_seed(4)
-    c = torch.rand(2, 3, 40, 48, generator=g)
-    s = torch.rand(2, 3, 36, 30, generator=g)
+    c = torch.rand(2, 3, 24, 32, generator=g)
+    s = torch.rand(2, 3, 20, 17, generator=g)
     out = rand_model.stylize(c, s)
     torch.testing.assert_close(out[1:], rand_model.stylize(c[1:], s[1:]), rtol=1e-4, atol=1e-5)
     one_style = rand_model.stylize(c, s[:1])
@@ -211,7 +212,7 @@ def test_batches_are_per_sample(rand_model):
 
 
 def test_no_alpha_and_no_options(rand_model):
-    c, s = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    c, s = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
     torch.testing.assert_close(rand_model.stylize(c, s, alpha=1.0), rand_model.stylize(c, s))
     with pytest.raises(ConfigError, match="no content-style trade-off"):
         rand_model.stylize(c, s, alpha=0.5)
@@ -220,7 +221,7 @@ def test_no_alpha_and_no_options(rand_model):
 
 
 def test_inputs_are_not_modified(rand_model):
-    c, s = torch.rand(1, 3, 24, 24), torch.rand(1, 3, 24, 24)
+    c, s = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
     c0, s0 = c.clone(), s.clone()
     with torch.inference_mode():
         rand_model.stylize(c, s)
