@@ -166,6 +166,16 @@ def test_missing_unused_file_is_still_required(weights_dir, tmp_path):
         load_method("cast", weights="official", weights_dir=tmp_path)
 
 
+def test_auto_weights_are_official_or_an_error(weights_dir):
+    """No demo weights exist for CAST: ``auto`` is the official files or the missing-files error."""
+    model = load_method("cast", weights="auto", weights_dir=weights_dir)
+    assert model.weights_info["source"] == "official" and model.weights_info["requested"] == "auto"
+    with pytest.raises(WeightsError, match=r"cast: official files missing in the cache"):
+        load_method("cast", weights="auto")  # the test's empty SANET_BENCH_HOME
+    with pytest.raises(ConfigError, match="unknown weights 'demo'"):
+        load_method("cast", weights="demo")
+
+
 # -------------------------------------------------------------------------------------------- input policy
 @pytest.mark.parametrize("size", [(MIN_SIDE, MIN_SIDE), (MIN_SIDE, 40), (20, 33), (33, 17)])
 def test_any_size_from_nine_px_is_stylized(rand_model, size):
