@@ -140,3 +140,16 @@ def test_set_level_metric_gives_one_set_row_per_group_and_resume_adds_none(tmp_p
     assert len(results.load_sets(cfg.out)) == 2
     second = runner.run(cfg, progress=False)
     assert second.skipped == 4 and len(results.read_rows(cfg.out)) == len(rows)  # no duplicated set row
+
+
+def test_report_shows_the_set_rows(tmp_path, set_metrics):
+    from sanet_bench.report import render
+
+    cfg = RunConfig(
+        methods=["sanet"], sizes=[64], weights="random", out=str(tmp_path / "run"), report=False,
+        profile=False, references=False, max_pairs=2, grid="embedded", metrics=["ssim", MeanBrightness.name],
+    )
+    runner.run(cfg, progress=False)
+    render(tmp_path / "run", tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Set-level metrics" in md and MeanBrightness.name in md
