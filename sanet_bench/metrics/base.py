@@ -30,11 +30,11 @@ networks as submodules — we need networks shared across metrics by weights ide
 metrics, one feature cache), which the module tree would duplicate or hide from ``state_dict`` handling;
 (2) it has no notion of "missing with a reason" — its metrics download their networks (FID's Inception via
 torch-fidelity) or fail, while this benchmark must never use a substitute silently and runs offline; (3) our
-per-image contract returns the cell's value from ``update`` (torchmetrics' ``forward`` does, but at the cost
-of computing the batch state twice for set metrics); (4) its FID/KID/LPIPS use other backbones and
-preprocessing than the conventions recorded here, so they would not keep the values. The method names and
-semantics (``update``/``compute``/``reset``, ``higher_is_better``) follow it so that a torchmetrics metric can
-be wrapped in a :class:`SetMetric` subclass later.
+per-image contract returns the cell's value from ``update`` itself (torchmetrics gives a batch value from
+``forward``, which updates a fresh state and merges it, or runs ``update`` twice); (4) its FID/KID/LPIPS
+use other backbones and preprocessing than the conventions recorded here, so they would not keep the values.
+The method names and semantics (``update``/``compute``/``reset``, ``higher_is_better``) follow it, so a
+torchmetrics metric can be wrapped in a :class:`SetMetric` subclass later.
 """
 
 from __future__ import annotations
