@@ -96,11 +96,11 @@ def _grid_folders(grid: Any, out: Path) -> tuple[Path, Path]:
 
 
 def _metric_networks(metrics: list[str], device: torch.device) -> Any:
-    from .metrics import Networks, needs_of
+    from .metrics import build
 
     # weights_dir=None: a variant folder holds the encoder it was trained with (possibly the offline one)
     # under the official name, which must not be mistaken for the metric's official VGG.
-    return Networks.load(needs_of(metrics), None, device)
+    return build(metrics, weights_dir=None, device=device)
 
 
 def evaluate_variant(
@@ -115,7 +115,7 @@ def evaluate_variant(
     for content_img, style_img in pairs:
         content, style = content_img.load(size), style_img.load(size)
         out = model.stylize(content, style).cpu()
-        values, missing = evaluate(out, content, style, nets, metrics)
+        values, missing = evaluate(out, content, style, nets)
         rel = f"{content_img.name}__{style_img.name}.png"
         save_image(out, images_dir / rel)
         rows.append({"content": content_img.name, "style": style_img.name, "image": rel, **values,
@@ -163,9 +163,11 @@ def run_ablation(train_cfg: TrainConfig, cfg: AblationConfig) -> AblationResult:
             vals = [r[m] for r in per_pair[v] if r[m] is not None]
             row[m] = sum(vals) / len(vals) if vals else None
         table.append(row)
+    from .metrics import encoder_id, missing_components
+
     record = {
         "train": to_dict(train_cfg), "ablation": to_dict(cfg), "encoder": trained[cfg.variants[0]].encoder,
-        "metrics_encoder": nets.encoder_id, "missing_networks": nets.missing, "table": table,
+        "metrics_encoder": encoder_id(nets), "missing_networks": missing_components(nets), "table": table,
         "pairs": [[c.name, s.name] for c, s in pairs], "per_pair": per_pair,
         "seconds_per_step": {v: trained[v].seconds_per_step for v in cfg.variants},
     }

@@ -700,12 +700,12 @@ def check_demo(method: str, size: int = 256, pairs: int | None = None, save_dir:
     from .api import load_method
     from .grids import get_grid
     from .images import save_image
-    from .metrics import Networks, evaluate, needs_of
+    from .metrics import build, encoder_id, evaluate
 
     grid = get_grid("embedded")
     model = load_method(method, weights="demo")
     names = ["content_loss", "style_loss"]
-    nets = Networks.load(needs_of(names))
+    nets = build(names)
     rows: dict[str, list[dict[str, float]]] = {"method": [], "content_as_output": [], "style_as_output": []}
     cache: dict[str, Tensor] = {}
 
@@ -720,7 +720,7 @@ def check_demo(method: str, size: int = 256, pairs: int | None = None, save_dir:
             y = model.stylize(c, s)
         s_as_out = F.interpolate(s, size=c.shape[-2:], mode="bilinear", align_corners=False)
         for key, out in (("method", y), ("content_as_output", c), ("style_as_output", s_as_out)):
-            rows[key].append(evaluate(out, c, s, nets, names)[0])
+            rows[key].append(evaluate(out, c, s, nets)[0])
         if save_dir is not None:
             save_image(y, Path(save_dir) / method / f"{ci.name}__{si.name}.png")
     psnrs = []
@@ -736,7 +736,7 @@ def check_demo(method: str, size: int = 256, pairs: int | None = None, save_dir:
          and mean["method"]["content_loss"] < mean["style_as_output"]["content_loss"])
     b_psnr = round(float(np.mean(psnrs)), 3)
     return {
-        "size_px": size, "pairs": len(rows["method"]), "metric_encoder": nets.encoder_id,
+        "size_px": size, "pairs": len(rows["method"]), "metric_encoder": encoder_id(nets),
         "mean": mean, "a_pass": bool(a), "reconstruction_psnr_db": b_psnr, "b_pass": b_psnr >= 18.0,
         "reconstruction": "alpha 0, content as its own style" if method != "sanet"
         else "content as its own style, alpha 1 (D(T(c, c)))",

@@ -2,8 +2,9 @@
 
 Each method registers itself with :func:`register_method`, giving a :class:`MethodSpec` whose metadata is
 plain data: citation, reference implementation, official weight files (name, key layout, where they are
-published, sha256 when known), default alpha and supported options. Metrics register a
-:class:`MetricSpec` through :func:`register_metric`.
+published, sha256 when known), default alpha and supported options. Metrics register their class (a
+:class:`sanet_bench.metrics.base.Metric` subclass, whose class attributes are the contract) with
+:func:`register_metric`.
 
 Registering a method imports its module (hence torch); the method modules are imported on first use.
 """
@@ -141,16 +142,9 @@ class MethodSpec(MethodCard):
         return MethodCard(**{f.name: getattr(self, f.name) for f in fields(MethodCard)})
 
 
-@dataclass(frozen=True)
-class MetricSpec:
-    name: str
-    fn: Callable[..., Any]
-    compares: str  # "output-content" or "output-style"
-    higher_is_better: bool
-    input_range: str
-    convention: str  # layers, normalisation, reduction
-    needs: tuple[str, ...] = field(default_factory=tuple)  # network weights it needs
-
+# A registered metric is its class: a sanet_bench.metrics.base.Metric subclass with the contract as class
+# attributes (name, compares, higher_is_better, input_range, convention, per_image, needs, weights).
+MetricSpec = type
 
 _METHODS: dict[str, MethodSpec] = {}
 _METRICS: dict[str, MetricSpec] = {}
@@ -170,11 +164,21 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-def register_metric(spec: MetricSpec) -> MetricSpec:
-    if spec.name in _METRICS and _METRICS[spec.name] is not spec:
-        raise ValueError(f"metric {spec.name!r} registered twice")
-    _METRICS[spec.name] = spec
-    return spec
+def register_metric(cls: MetricSpec) -> MetricSpec:
+    """Class decorator: register a Metric subclass under ``cls.name``."""
+    missing = [a for a in ("name", "compares", "higher_is_better", "input_range", "convention")
+               if getattr(cls, a, "") in ("", None)]
+    if missing:
+        raise ValueError(f"metric {cls.__name__} does not declare {', '.join(missing)}")
+    if cls.name in _METRICS and _METRICS[cls.name] is not cls:
+        raise ValueError(f"metric {cls.name!r} registered twice")
+    _METRICS[cls.name] = cls
+    return cls
+
+
+def unregister_metric(name: str) -> None:
+    """Remove a metric (tests that register their own)."""
+    _METRICS.pop(name, None)
 
 
 def _import_all(modules: tuple[str, ...]) -> None:

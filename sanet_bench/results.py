@@ -6,7 +6,9 @@ A run folder holds:
   appended with a single ``write`` + fsync, so an interrupted run never leaves a half row (a trailing
   partial line, e.g. after a crash of the disk layer, is ignored on reading and cut off before appending).
   A cell retried later (a failure rerun) appends a new line; the latest line of a cell wins.
-* ``results.csv`` — the same table, flattened, regenerated atomically from the JSONL after every run.
+  Set-level metrics add one row per (method, size, alpha, style_size) group, marked ``"kind": "set"`` (key
+  ``set|method|size|alpha|style_size``); :func:`load` leaves them out, :func:`load_sets` reads them.
+* ``results.csv`` — the per-cell table, flattened, regenerated atomically from the JSONL after every run.
 * ``manifest.json`` — the config and its hash, environment (versions, device, commit), grid images,
   metric contracts, the metric encoder and each method's weights identity.
 * ``images/<method>/<size>/<content>__<style>__a<alpha>.png`` — the outputs (written atomically).
@@ -125,7 +127,13 @@ def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def load(run_dir: str | os.PathLike) -> pd.DataFrame:
     """The run's table: one row per cell (its latest attempt), columns as documented in the module doc."""
-    return to_frame(latest(read_rows(run_dir)))
+    return to_frame([r for r in latest(read_rows(run_dir)) if r.get("kind") != "set"])
+
+
+def load_sets(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """The set-level rows (latest per group): method, size, alpha, style_size, cells, status, one column per
+    set-level metric, missing."""
+    return to_frame([r for r in latest(read_rows(run_dir)) if r.get("kind") == "set"])
 
 
 def write_csv(run_dir: str | os.PathLike) -> Path:

@@ -4,6 +4,8 @@
 loads each method once, and for each cell: seeds torch from the cell key, loads the two images (content at
 ``size``, style at ``cfg.style_size`` or ``size``, both by ``cfg.resize``), stylizes, computes the metrics
 on the saved 8-bit output, writes the PNG atomically and appends one row (see :mod:`sanet_bench.results`).
+After the grid, the set pass (:func:`set_pass`) scores the set-level metrics once per (method, size, alpha,
+style_size) group whose cells are all done, from the saved PNGs, and appends one ``"kind": "set"`` row each.
 
 Resume: rerunning the same config on the same folder skips the cells whose latest row is ``ok``; failed cells
 are retried. A folder holding a run with another config is an error unless ``overwrite``. The identity of a
@@ -35,8 +37,9 @@ from . import results
 from .api import list_methods, load_method, resolve_device
 from .config import RunConfig, config_hash, to_dict
 from .errors import ConfigError, SanetBenchError
-from .images import POLICIES, save_image
-from .metrics import Networks, evaluate, needs_of
+from .images import POLICIES, load_image, save_image
+from .io import JsonlStore
+from .metrics import Metric, build, encoder_id, evaluate, missing_components
 from .provenance import environment
 from .registry import get_method_spec, get_metric_spec, metric_specs
 
@@ -231,10 +234,10 @@ def _failed(row: dict[str, Any], error: str, metrics: list[str]) -> dict[str, An
 
 
 def run_cell(
-    cell: Cell, model: Any, cfg: RunConfig, nets: Networks, metrics: list[str], images: _ImageCache,
+    cell: Cell, model: Any, cfg: RunConfig, metrics: list[Metric], images: _ImageCache,
     run_dir: Path, row: dict[str, Any],
 ) -> dict[str, Any]:
-    """Stylize, score and save one cell; returns the completed row (status ok)."""
+    """Stylize, score (``update`` of each per-image metric) and save one cell; returns the row (status ok)."""
     t0 = time.perf_counter()
     torch.manual_seed(row["seed"])
     content = images.get(cell.content, cell.size)
@@ -248,7 +251,7 @@ def run_cell(
     if not torch.isfinite(out).all():
         raise FloatingPointError(f"{cell.method} output has NaN/Inf at {cell.size} px; check the weights")
     out = out.detach()
-    values, missing = evaluate(out, content, style, nets, metrics)
+    values, missing = evaluate(out, content, style, metrics)
     rel = output_path(cell)
     save_image(out.cpu(), run_dir / rel)
     row.update(
@@ -279,7 +282,11 @@ def run(
     if not cells:
         raise ConfigError(f"grid {cfg.grid!r} gives no (content, style) pairs; check the grid and max_pairs")
     device = resolve_device(cfg.device)
-    nets = Networks.load(needs_of(metrics), cfg.weights_dir, device)
+    scorers = build(metrics, weights_dir=cfg.weights_dir, device=device)  # extractors load on first use...
+    missing_nets = missing_components(scorers)  # ...which is now, so a wrong weight file stops the run here
+    enc_id = encoder_id(scorers)
+    per_image = [m for m in scorers if m.per_image]
+    cell_metrics = [m.name for m in per_image]
     h = run_hash(cfg)
     run_dir = Path(cfg.out).expanduser()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -291,17 +298,17 @@ def run(
     }
     manifest.update(
         config=to_dict(cfg), config_hash=h, environment=environment(device), grid=_grid_info(grid),
-        metrics={m: _metric_info(m) for m in metrics}, encoder=nets.encoder_id, missing_networks=nets.missing,
+        metrics={m: _metric_info(m) for m in metrics}, encoder=enc_id, missing_networks=missing_nets,
         cells=len(cells), methods=methods,
         method_options={m: method_options(cfg, m) for m in methods},
     )
     manifest["sessions"].append({"started": _now(), "skipped": sum(c.key in done for c in cells)})
     results.write_manifest(run_dir, manifest)
-    if nets.missing:
-        for need, reason in nets.missing.items():
+    if missing_nets:
+        for need, reason in missing_nets.items():
             say(f"warning: metrics needing {need} are missing: {reason}")
-    if "offline" in nets.encoder_id:
-        say(f"warning: VGG metrics use {nets.encoder_id}")
+    if "offline" in enc_id:
+        say(f"warning: VGG metrics use {enc_id}")
     if cfg.weights == "random":
         say("warning: weights=random — outputs and metrics measure nothing about quality (latency work only)")
 
@@ -326,15 +333,15 @@ def run(
                     row = _base_row(cell, cfg, h, device)
                     info = manifest["weights"][method]
                     row.update(
-                        encoder=nets.encoder_id, weights=info.get("source"), weights_id=_weights_id(info)
+                        encoder=enc_id, weights=info.get("source"), weights_id=_weights_id(info)
                     )
                     if model is None:
-                        row = _failed(row, load_error or "method not loaded", metrics)
+                        row = _failed(row, load_error or "method not loaded", cell_metrics)
                     else:
                         try:
-                            row = run_cell(cell, model, cfg, nets, metrics, images, run_dir, row)
+                            row = run_cell(cell, model, cfg, per_image, images, run_dir, row)
                         except Exception as e:  # a failing cell is a row; the grid goes on
-                            row = _failed(row, _cell_error(e, cell, device, run_dir), metrics)
+                            row = _failed(row, _cell_error(e, cell, device, run_dir), cell_metrics)
                     row["finished"] = _now()
                     writer.append(row)
                     ok += row["status"] == "ok"
@@ -343,6 +350,9 @@ def run(
                 del model
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
+            sets = [m for m in scorers if not m.per_image]
+            if sets:
+                set_pass(cells, sets, cfg, h, device, images, run_dir, writer, manifest, enc_id)
         interrupted = False
     finally:
         bar.close()
@@ -358,6 +368,80 @@ def method_options(cfg: RunConfig, method: str) -> dict[str, Any]:
     if method in REFERENCES:
         return {}
     return get_method_spec(method).options_for(cfg.budget, cfg.method_options.get(method))
+
+
+def set_key(method: str, size: int, alpha: float, style_size: int) -> str:
+    return f"set|{method}|{int(size)}|{float(alpha):g}|{int(style_size)}"
+
+
+def set_pass(
+    cells: list[Cell], metrics: list[Metric], cfg: RunConfig, h: str, device: torch.device,
+    images: _ImageCache, run_dir: Path, writer: JsonlStore, manifest: dict[str, Any], enc_id: str,
+) -> int:
+    """Score the set-level ``metrics`` once per (method, size, alpha, style_size) group whose cells are all
+    ``ok`` and that has no ``ok`` set row yet; append one ``"kind": "set"`` row per group; returns how many.
+
+    Each metric is ``reset``, ``update``d with every cell's saved PNG (exactly the 8-bit image the per-image
+    metrics saw) and the grid's content and style images, then ``compute``d. A metric that is missing or
+    raises is recorded in the row's ``missing`` with the reason; unreadable PNGs make the row ``failed``.
+    A rerun retries failed set rows and never duplicates ok ones (the latest row of a key wins).
+    """
+    rows = results.latest(results.read_rows(run_dir))
+    ok_cells = {r["key"]: r for r in rows if r.get("kind") != "set" and r.get("status") == "ok"}
+    done = {r["key"] for r in rows if r.get("kind") == "set" and r.get("status") == "ok"}
+    groups: dict[str, list[Cell]] = {}
+    for c in cells:
+        groups.setdefault(set_key(c.method, c.size, c.alpha, c.style_size), []).append(c)
+    written = 0
+    for key, group in groups.items():
+        if key in done or any(c.key not in ok_cells for c in group):
+            continue
+        c0 = group[0]
+        info = manifest["weights"].get(c0.method, {})
+        row: dict[str, Any] = {
+            "key": key, "kind": "set", "method": c0.method, "content": None, "style": None, "size": c0.size,
+            "style_size": c0.style_size, "alpha": c0.alpha, "cells": len(group), "device": str(device),
+            "config_hash": h, "weights": info.get("source", cfg.weights), "weights_id": _weights_id(info),
+            "encoder": enc_id,
+        }
+        t0 = time.perf_counter()
+        values: dict[str, float | None] = {m.name: None for m in metrics}
+        missing: dict[str, str] = {}
+        live = []
+        for m in metrics:
+            m.reset()
+            reason = m.missing()
+            if reason:
+                missing[m.name] = reason
+            else:
+                live.append(m)
+        try:
+            for c in group:
+                out = load_image(run_dir / ok_cells[c.key]["output"]).to(device)
+                content = images.get(c.content, c.size).to(device)
+                style = images.get(c.style, c.style_size).to(device)
+                for m in list(live):
+                    try:
+                        m.update(out, content, style)
+                    except Exception as e:  # a failing metric is a reason in the row, not a crash
+                        missing[m.name] = _one_line(e)
+                        live.remove(m)
+            for m in live:
+                try:
+                    values[m.name] = float(m.compute())
+                except Exception as e:
+                    missing[m.name] = _one_line(e)
+            row.update(status="ok", error=None)
+        except SanetBenchError as e:  # an output PNG that cannot be read back
+            row.update(status="failed", error=_one_line(e))
+            values = {m.name: None for m in metrics}
+        finally:
+            for m in metrics:
+                m.reset()  # drop the accumulated images and features
+        row.update(metrics=values, missing=missing, seconds_total=time.perf_counter() - t0, finished=_now())
+        writer.append(row)
+        written += 1
+    return written
 
 
 def _load(method: str, cfg: RunConfig, device: torch.device) -> tuple[Any, str | None]:
@@ -406,11 +490,7 @@ def _grid_info(grid: Any) -> dict[str, Any]:
 
 
 def _metric_info(name: str) -> dict[str, Any]:
-    s = get_metric_spec(name)
-    return {
-        "compares": s.compares, "higher_is_better": s.higher_is_better, "input_range": s.input_range,
-        "convention": s.convention, "needs": list(s.needs),
-    }
+    return get_metric_spec(name).info()
 
 
 def post_run(cfg: RunConfig, run_dir: Path) -> None:

@@ -9,11 +9,18 @@ import torch.nn.functional as F
 
 from sanet_bench import load_method
 from sanet_bench.errors import WeightsError
-from sanet_bench.metrics import Networks, evaluate, needs_of, quantise
-from sanet_bench.metrics.lpips_metric import lpips_distance
-from sanet_bench.metrics.networks import ALEXNET, VGG, build_lpips, load_metric_encoder
+from sanet_bench.metrics import ExtractorCache, build, evaluate, needs_of, quantise
+from sanet_bench.metrics.extractors import (
+    ALEXNET,
+    VGG,
+    LPIPSNet,
+    VGGFeatures,
+    build_lpips,
+    load_metric_encoder,
+)
+from sanet_bench.metrics.lpips_metric import LPIPS
 from sanet_bench.metrics.ssim import ssim_luminance
-from sanet_bench.metrics.vgg_losses import content_loss, content_loss_raw, style_loss, style_loss_gram
+from sanet_bench.metrics.vgg_losses import ContentLoss, ContentLossRaw, StyleLoss, StyleLossGram
 from sanet_bench.nn.stats import mean_variance_norm
 from sanet_bench.nn.vgg import OFFLINE_VGG_ID, VGGEncoder, vgg_normalised
 from sanet_bench.registry import metric_specs
@@ -29,8 +36,55 @@ def _img(seed: int, h: int = 64, w: int = 64) -> torch.Tensor:
     return F.interpolate(lo, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
-def _nets_with(encoder: VGGEncoder) -> Networks:
-    return Networks(encoder=encoder.eval(), encoder_id="test")
+class Nets:
+    """The old ``Networks`` test handle: an extractor cache with the given networks pinned, and the VGG
+    feature store (``_feats``/``_kept``/``keep_bytes``) of :class:`VGGFeatures`."""
+
+    def __init__(self, encoder: VGGEncoder | None = None, lpips_model=None, cache=None):
+        pinned = [VGGFeatures(encoder.eval(), "test")] if encoder is not None else []
+        pinned += [LPIPSNet(lpips_model, "test")] if lpips_model is not None else []
+        self.cache = cache or ExtractorCache(tuple(pinned))
+        self.vgg = self.cache.pinned.get(VGG)
+
+    def __getattr__(self, name):  # _feats, _kept, keep_bytes, encoder
+        return getattr(self.vgg, name)
+
+    def __setattr__(self, name, value):
+        if name == "keep_bytes":
+            self.vgg.keep_bytes = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def metrics(self, names):
+        return build(names, extractors=self.cache)
+
+
+def _nets_with(encoder: VGGEncoder) -> Nets:
+    return Nets(encoder)
+
+
+def content_loss(o, c, nets):
+    return ContentLoss(extractors=nets.cache).score(o, c)
+
+
+def content_loss_raw(o, c, nets):
+    return ContentLossRaw(extractors=nets.cache).score(o, c)
+
+
+def style_loss(o, s, nets):
+    return StyleLoss(extractors=nets.cache).score(o, s)
+
+
+def style_loss_gram(o, s, nets):
+    return StyleLossGram(extractors=nets.cache).score(o, s)
+
+
+def lpips_distance(x, y, nets):
+    return LPIPS(extractors=nets.cache).score(x, y)
+
+
+def evaluate_names(o, c, s, nets, names):
+    return evaluate(o, c, s, nets.metrics(names))
 
 
 def test_registry_contracts_are_complete():
@@ -77,7 +131,7 @@ def test_raw_and_gram_variants_follow_their_formulas():
     assert content_loss(c, c, nets) == 0.0 and content_loss_raw(c, c, nets) == 0.0
 
 
-def _counting_nets() -> tuple[Networks, list[int]]:
+def _counting_nets() -> tuple[Nets, list[int]]:
     """Networks whose encoder appends to the returned list at every forward."""
     enc = VGGEncoder(vgg_normalised()).eval()
     calls: list[int] = []
@@ -89,26 +143,26 @@ def test_features_are_computed_once_per_tensor_per_cell():
     nets, calls = _counting_nets()
     o, c, s = _img(6), _img(7), _img(8)
     vgg_metrics = ["content_loss", "content_loss_raw", "style_loss", "style_loss_gram"]
-    values, missing = evaluate(o, c, s, nets, vgg_metrics)
+    values, missing = evaluate_names(o, c, s, nets, vgg_metrics)
     assert len(calls) == 3 and not missing and all(v is not None for v in values.values())
     assert nets._feats == {}  # the output's are forgotten after the cell...
-    again, _ = evaluate(o, c, s, nets, vgg_metrics)
+    again, _ = evaluate_names(o, c, s, nets, vgg_metrics)
     assert len(calls) == 4 and again == values  # ...the content's and style's are kept for the next cells
 
 
 def test_kept_features_are_bounded_and_never_stale():
     nets, calls = _counting_nets()
     c1, c2, s = _img(7), _img(8), _img(9)
-    evaluate(_img(6), c1, s, nets, ["content_loss"])  # computes out, c1 (s is not needed)
-    per_image = sum(f.numel() * f.element_size() for f in nets.vgg_features(c1))
+    evaluate_names(_img(6), c1, s, nets, ["content_loss"])  # computes out, c1 (s is not needed)
+    per_image = sum(f.numel() * f.element_size() for f in nets.vgg.features(c1))
     assert len(calls) == 2
     c1.mul_(0.5)  # modified in place: its kept features no longer describe it
-    fresh, _ = evaluate(_img(6), c1, s, nets, ["content_loss"])
-    assert len(calls) == 4 and fresh == evaluate(_img(6), c1.clone(), s, nets, ["content_loss"])[0]
+    fresh, _ = evaluate_names(_img(6), c1, s, nets, ["content_loss"])
+    assert len(calls) == 4 and fresh == evaluate_names(_img(6), c1.clone(), s, nets, ["content_loss"])[0]
     nets.keep_bytes = per_image  # room for one image: c2 evicts c1
     n = len(calls)
-    evaluate(_img(6), c2, s, nets, ["content_loss"])
-    evaluate(_img(6), c1, s, nets, ["content_loss"])
+    evaluate_names(_img(6), c2, s, nets, ["content_loss"])
+    evaluate_names(_img(6), c1, s, nets, ["content_loss"])
     assert len(calls) == n + 4 and len(nets._kept) == 1
 
 
@@ -116,9 +170,9 @@ def test_kept_features_are_bounded_and_never_stale():
 def test_device_copies_of_the_images_are_not_kept():
     nets, calls = _counting_nets()
     nets.encoder.cuda()
-    nets.device = torch.device("cuda")
+    nets.vgg.device = torch.device("cuda")
     c, s = _img(7), _img(8)  # on the CPU: evaluate moves them to the output's device, a new tensor each cell
-    evaluate(_img(6).cuda(), c, s, nets, ["content_loss"])
+    evaluate_names(_img(6).cuda(), c, s, nets, ["content_loss"])
     assert len(calls) == 2 and not nets._kept
 
 
@@ -140,7 +194,7 @@ def test_lpips_equals_reference_package():
     torch.manual_seed(123)
     ref = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False).eval()
     backbone = {f"features.{k.split('.', 1)[1]}": v for k, v in ref.net.state_dict().items()}
-    nets = Networks(lpips=build_lpips(backbone))
+    nets = Nets(lpips_model=build_lpips(backbone))
     for seed in (10, 11):
         x, y = _img(seed, 64, 96), _img(seed + 100, 64, 96)
         with torch.no_grad():
@@ -153,8 +207,8 @@ def test_lpips_equals_reference_package():
 
 def test_lpips_missing_without_alexnet_weights(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    nets = Networks.load({ALEXNET})
-    values, missing = evaluate(_img(1), _img(1), _img(2), nets, ["lpips", "ssim"])
+    nets = Nets(cache=ExtractorCache())
+    values, missing = evaluate_names(_img(1), _img(1), _img(2), nets, ["lpips", "ssim"])
     assert values["lpips"] is None and values["ssim"] > 0.99  # SSIM still runs (8-bit output vs float)
     where = tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
     assert missing == {"lpips": f"AlexNet ImageNet weights not in {where}; run `sanet-bench weights pull`"}
@@ -167,8 +221,8 @@ def test_lpips_built_from_hub_cache_file(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     alexnet_path().parent.mkdir(parents=True)
     torch.save(backbone, alexnet_path())  # the features part of torchvision's layout suffices
-    nets = Networks.load({ALEXNET})
-    assert ALEXNET not in nets.missing
+    nets = Nets(cache=ExtractorCache())
+    assert ALEXNET not in LPIPS(extractors=nets.cache).missing_components()
     x, y = _img(1), _img(2)
     with torch.no_grad():
         assert lpips_distance(x, y, nets) == pytest.approx(ref(2 * x - 1, 2 * y - 1).item(), abs=1e-6)
@@ -193,9 +247,9 @@ def test_vgg_metrics_missing_when_no_encoder_at_all(monkeypatch):
     import sanet_bench.nn.vgg as vgg_mod
 
     monkeypatch.delattr(vgg_mod, "offline_vgg_normalised")
-    nets = Networks.load({VGG})
-    assert nets.encoder is None
-    values, missing = evaluate(_img(1), _img(2), _img(3), nets, ["content_loss", "ssim"])
+    nets = Nets(cache=ExtractorCache())
+    assert VGG in ContentLoss(extractors=nets.cache).missing_components()
+    values, missing = evaluate_names(_img(1), _img(2), _img(3), nets, ["content_loss", "ssim"])
     assert values["content_loss"] is None and "sanet-bench weights pull" in missing["content_loss"]
     assert values["ssim"] is not None
 
@@ -205,7 +259,7 @@ def test_evaluate_sees_the_saved_8bit_image():
     out = c * 1.3 - 0.1  # un-clamped model output
     q = quantise(out)
     assert q.min() >= 0 and q.max() <= 1 and torch.equal((q * 255).round() / 255, q)
-    values, _ = evaluate(out, c, c, Networks(), ["ssim"])
+    values, _ = evaluate_names(out, c, c, Nets(), ["ssim"])
     assert values["ssim"] == pytest.approx(ssim_luminance(q, c), abs=1e-12)
 
 
@@ -214,7 +268,7 @@ def test_training_folder_encoder_is_not_taken_for_the_official_one(tmp_path):
 
     import torch
 
-    from sanet_bench.metrics.networks import find_official_vgg
+    from sanet_bench.metrics.extractors import find_official_vgg
     from sanet_bench.nn.vgg import OFFLINE_VGG_ID, offline_vgg_normalised
 
     torch.save(offline_vgg_normalised().state_dict(), tmp_path / "vgg_normalised.pth")

@@ -8,27 +8,26 @@ normalised features. Lower is more similar.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from ..errors import ImageError, WeightsError
-from ..registry import MetricSpec, register_metric
-from .networks import ALEXNET, Networks
+from ..errors import ImageError
+from ..registry import register_metric
+from .base import PerImageMetric
+from .extractors import ALEXNET, ALEXNET_FILE, LPIPS_HEADS
 
 
-def lpips_distance(output: Tensor, content: Tensor, nets: Networks) -> float:
-    if output.shape != content.shape:
-        raise ImageError(f"LPIPS: output {list(output.shape)} != content {list(content.shape)}")
-    if nets.lpips is None:
-        raise WeightsError(nets.reason_missing((ALEXNET,)) or "LPIPS network not loaded (use Networks.load)")
-    with torch.no_grad():
-        x, y = (t.to(nets.device, torch.float32) * 2 - 1 for t in (output, content))
-        return nets.lpips(x, y).mean().item()
+@register_metric
+class LPIPS(PerImageMetric):
+    name, compares, higher_is_better = "lpips", "output-content", False
+    input_range = "RGB [0,1] (the saved 8-bit output) scaled to [-1,1]; output and content the same size"
+    convention = (
+        "lpips package v0.1, net=alex (ImageNet backbone + learned linear heads), spatial mean, "
+        "sum of 5 layers"
+    )
+    needs = (ALEXNET,)
+    weights = (ALEXNET_FILE, LPIPS_HEADS)
 
-
-register_metric(MetricSpec(
-    "lpips", lpips_distance, "output-content", False,
-    "RGB [0,1] scaled to [-1,1]; output and content the same size",
-    "lpips package v0.1, net=alex (ImageNet backbone + learned linear heads), spatial mean, sum of 5 layers",
-    (ALEXNET,),
-))
+    def score(self, output: Tensor, reference: Tensor) -> float:
+        if output.shape != reference.shape:
+            raise ImageError(f"LPIPS: output {list(output.shape)} != content {list(reference.shape)}")
+        return self.extractor(ALEXNET).distance(output, reference)

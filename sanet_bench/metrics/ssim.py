@@ -13,8 +13,8 @@ from pytorch_msssim import ssim
 from torch import Tensor
 
 from ..errors import ImageError
-from ..registry import MetricSpec, register_metric
-from .networks import Networks
+from ..registry import register_metric
+from .base import PerImageMetric
 
 BT601 = (0.299, 0.587, 0.114)
 
@@ -25,7 +25,7 @@ def luminance(x: Tensor) -> Tensor:
     return (x * w).sum(dim=1, keepdim=True)
 
 
-def ssim_luminance(output: Tensor, content: Tensor, nets: Networks | None = None) -> float:
+def ssim_luminance(output: Tensor, content: Tensor) -> float:
     if output.shape != content.shape:
         raise ImageError(f"SSIM: output {list(output.shape)} != content {list(content.shape)}")
     if min(output.shape[-2:]) < 11:
@@ -34,8 +34,13 @@ def ssim_luminance(output: Tensor, content: Tensor, nets: Networks | None = None
     return ssim(x, y, data_range=1.0, win_size=11, win_sigma=1.5, size_average=True).item()
 
 
-register_metric(MetricSpec(
-    "ssim", ssim_luminance, "output-content", True,
-    "RGB [0,1]; output and content the same size (>= 11 px per side)",
-    "SSIM of BT.601 luminance, data_range=1, gaussian window 11, sigma 1.5, K=(0.01, 0.03), mean of map",
-))
+@register_metric
+class SSIM(PerImageMetric):
+    name, compares, higher_is_better = "ssim", "output-content", True
+    input_range = "RGB [0,1] (the saved 8-bit output); output and content the same size (>= 11 px per side)"
+    convention = (
+        "SSIM of BT.601 luminance, data_range=1, gaussian window 11, sigma 1.5, K=(0.01, 0.03), mean of map"
+    )
+
+    def score(self, output: Tensor, reference: Tensor) -> float:
+        return ssim_luminance(output, reference)

@@ -47,6 +47,23 @@ def _fig_html(paths: list[Path], out_dir: Path) -> str:
     )
 
 
+def _set_metrics_table(run_dir: Path, contracts: dict[str, Any], short: dict[str, str]) -> Any:
+    """One row per (method, size, alpha) set row of the run (``kind: set``), or None when there are none."""
+    sets = results.load_sets(run_dir)
+    if sets.empty:
+        return None
+    names = [m for m in results.metric_columns(sets) if not contracts.get(m, {}).get("per_image", True)]
+    arrows = [f"{m} {tables.arrow(contracts[m].get('higher_is_better'))}" for m in names]
+    header = ["method", "size", "alpha", "cells", *arrows, "missing"]
+    rows = [
+        [str(short.get(r["method"], r["method"])), str(int(r["size"])), f"{r['alpha']:g}",
+         str(r.get("cells")), *["–" if pd.isna(r[m]) else f"{r[m]:.4g}" for m in names],
+         str(r.get("missing") or "")]
+        for _, r in sets.iterrows()
+    ]
+    return tables.Table(header, rows, caption="set-level metrics: one value per method, size and alpha")
+
+
 def _section(title: str, parts: list[tuple[str, str]]) -> Section:
     """``parts``: (markdown, html) pairs."""
     return Section(title, "\n\n".join(m for m, _ in parts if m), "".join(h for _, h in parts))
@@ -164,6 +181,9 @@ def render(
         if len(missing):
             parts.append(_text("Missing metrics: " + " | ".join(sorted(set(missing)))[:600]))
         sections.append(_section("Metrics", parts))
+    set_table = _set_metrics_table(run_dir, contracts, short)
+    if set_table is not None:
+        sections.append(_section("Set-level metrics", [_tbl(set_table)]))
 
     # -- performance ----------------------------------------------------------------------------------
     if prof is not None and not prof.empty:
