@@ -306,7 +306,7 @@ def _card_from_json(d: dict[str, Any]) -> MethodCard:
 
 
 def get_method_card(name: str) -> MethodCard:
-    return get_method_spec(name).card()
+    return _lookup(method_cards(), name)
 
 
 def metric_specs() -> dict[str, MetricSpec]:

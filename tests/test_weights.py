@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -199,21 +200,48 @@ def test_list_and_path(tmp_path):
     assert res.output.split() == [str(cache_dir("sanet")), str(cache_dir("adain"))]
 
 
+@pytest.fixture(scope="module")
+def warm_home(tmp_path_factory):
+    """A home whose method-card cache is filled: the first metadata command imports the method modules."""
+    home = tmp_path_factory.mktemp("warm")
+    env = {"SANET_BENCH_HOME": str(home), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "cli", "methods"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert list((home / "cache").glob("method_cards-*.json"))
+    return home
+
+
 @pytest.mark.parametrize("args", [["weights", "list"], ["weights", "path", "sanet"], ["methods"], ["--help"]])
-def test_metadata_commands_stay_light(tmp_path, args):
-    """These commands import neither torch nor the HTTP stack, torchvision, LPIPS, onnxruntime (they must
-    start fast: they read the method cards, not the method modules)."""
+def test_metadata_commands_stay_light(warm_home, args):
+    """Once the card cache is filled, these commands import neither torch nor the HTTP stack, torchvision,
+    LPIPS, onnxruntime (they must start fast: they read the cached method cards, not the method modules)."""
     heavy = ("torch", "torchvision", "lpips", "onnxruntime", "requests")
     code = (
         "import sys, cli; from click.testing import CliRunner; "
         f"r = CliRunner().invoke(cli.main, {args!r}); assert r.exit_code == 0, r.output; "
         f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
     )
-    env = {"SANET_BENCH_HOME": str(tmp_path), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    env = {"SANET_BENCH_HOME": str(warm_home), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_card_cache_follows_the_method_files(warm_home, tmp_path):
+    """A changed method module gives a new cache key: the cards are never stale."""
+    from sanet_bench import registry
+
+    key = registry._cards_key()
+    src = Path(registry.__file__).parents[1] / "baselines" / "adain.py"
+    st = src.stat()
+    try:
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        assert registry._cards_key() != key
+    finally:
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert registry._cards_key() == key
 
 
 @pytest.mark.parametrize("env", [
