@@ -1,19 +1,22 @@
 """StyTr^2: Deng, Tang, Dong, Ma, Pan, Wang & Xu, StyTr^2: Image Style Transfer with Transformers, CVPR 2022.
 
 Matches diyiiyiii/StyTR-2@c11ea32 (test.py with its defaults: ``StyTrans`` of models/StyTR.py, ``Transformer``
-of models/transformer.py), as specified in tests/fixtures/parity/README.md:
+of models/transformer.py), as specified in tests/fixtures/parity/README.md.
 
-* Content-aware positional encoding (CAPE, Eq. 6-7): ``P_CA = bilinear(new_ps(avgpool_18x18(E_c)))``, resized
-  to the style token grid (``align_corners=False``), computed once from the content patch embedding ``E_c``
-  (an 8x8 stride-8 convolution to 512 channels).
-* Transformer encoders (Eq. 3-5): three post-norm layers per stream. Content layers attend with
+The paper's equations, by the name of their section (sequences of 512-d tokens, one per 8x8 patch):
+
+* Content-aware positional encoding: ``P_CA = bilinear(new_ps(avgpool_18x18(E_c)))``, resized to the style
+  token grid (``align_corners=False``), computed once from the content patch embedding ``E_c`` (an 8x8
+  stride-8 convolution to 512 channels).
+* Transformer encoder: three post-norm layers per stream. Content layers attend with
   ``Q = K = x + P_CA, V = x``; style layers with ``Q = K = V = x`` (no positional term).
   ``x = LN1(x + MHA(Q, K, V)); x = LN2(x + W2 relu(W1 x))``.
-* Transformer decoder (Eq. 8): three post-norm layers, each with TWO content-to-style attentions
-  (``Q = t + P_CA``, ``K = V = style memory``; the first is the module named ``self_attn``), then the FFN, and
-  a final LayerNorm. MHA = 8 heads of 64, ``softmax(Q K^T / sqrt(64)) V``.
+* Transformer decoder: three post-norm layers, each with TWO content-to-style attentions
+  (``Q = t + P_CA``, ``K = V = style memory``; the first is the module named ``self_attn``), then the FFN,
+  and a final LayerNorm. MHA = 8 heads of 64, ``softmax(Q K^T / sqrt(64)) V``.
 * The CNN decoder is AdaIN's 29-module decoder (three nearest x2 upsamplings: output = content size).
-* Training objective (Eq. 9-12, models/StyTR.py ``StyTrans.forward``): :func:`stytr2_losses`, combined as
+* Network optimization, ``L = l_c L_c + l_s L_s + l_id1 L_id1 + l_id2 L_id2`` (models/StyTR.py
+  ``StyTrans.forward``): :func:`stytr2_losses`, combined as
   ``7 loss_c + 10 loss_s + 70 l_identity1 + 1 l_identity2`` (train.py) by :func:`stytr2_total`.
 
 Deliberate differences from the reference that do not change outputs (beyond float rounding):
@@ -241,7 +244,8 @@ def _mse(a: Tensor, b: Tensor) -> Tensor:
 
 
 def stytr2_losses(model: StyTr2, content: Tensor, style: Tensor) -> dict[str, Tensor]:
-    """The unweighted StyTr2 training losses (models/StyTR.py ``StyTrans.forward``; paper Eq. 9-12).
+    """The unweighted StyTr2 training losses (models/StyTR.py ``StyTrans.forward``; the paper's
+    content, style and two identity losses).
 
     ``f_1..f_5`` = relu1_1..relu5_1 of the normalised VGG; MSE is the mean over all elements; statistics are
     per sample and channel with ``std = sqrt(unbiased var + 1e-5)``; ``normal`` standardises with them.
