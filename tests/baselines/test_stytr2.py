@@ -106,6 +106,36 @@ def test_chunked_attention_does_not_change_stylize(official):
     assert_close_rel_max(got, c["expected"], c["tol_rel_max"])
 
 
+def test_every_attention_is_chunked(rand_model, monkeypatch):
+    """No attention call sees more than chunk_elements (queries x keys x heads): the full [L x L] matrix of
+    nn.MultiheadAttention is never built, so peak memory grows linearly in pixels."""
+    import sanet_bench.nn.attention as attn
+
+    calls = []
+    sdpa = attn.F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        calls.append((q.shape[-3], q.shape[-2], k.shape[-2]))
+        return sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(attn.F, "scaled_dot_product_attention", spy)
+    mods = [m for m in rand_model.modules() if isinstance(m, MultiheadAttention)]
+    limit = 8 * 64 * 8  # 8 of the 64 queries of a 64 px image per chunk
+    c = torch.rand(1, 3, 64, 64)
+    want = rand_model.stylize(c, c)
+    calls.clear()
+    try:
+        for m in mods:
+            m.chunk_elements = limit
+        got = rand_model.stylize(c, c)
+    finally:
+        for m in mods:
+            m.chunk_elements = type(m)().chunk_elements
+    assert len(calls) == 12 * 8
+    assert all(h == 8 and lk == 64 and h * lq * lk <= limit for h, lq, lk in calls)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_cape_round_trip_is_identity_only_on_special_grids():
     """Pool to 18x18 then bilinear (align_corners=False) back: exactly new_ps(c) for grids dividing 18, a
     real resampling otherwise (the parity cases use 8, 16 and 24 tokens per side for that reason)."""
