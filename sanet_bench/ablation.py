@@ -34,7 +34,8 @@ from .config import to_dict
 from .errors import ConfigError
 from .images import save_image
 from .io import atomic_write_bytes
-from .train import LOG_FILE, META_FILE, TrainConfig, TrainResult, read_losses, train
+from .train import LOG_FILE, TrainConfig, TrainResult, read_losses, train
+from .weights import META_FILE
 
 VARIANTS: dict[str, dict[str, float]] = {
     "full": {},

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, WeightsError
-from .method import Method
+from .method import Method, build
 from .registry import MethodSpec, get_method_spec, method_specs
-from .weights import resolve_official, sha256_file
+from .weights import META_FILE, resolve_official, sha256_file
 
 WEIGHT_KINDS = ("official", "random", "demo", "auto")
 log = logging.getLogger(__name__)
@@ -29,15 +29,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {device!r} requested but MPS is not available here; use --device cpu")
     return dev
-
-
-def build(spec: MethodSpec, seed: int = 0) -> Method:
-    """The method's exact architecture, with weights from torch's default init under ``seed``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = spec.factory()
-    model.spec = spec
-    return model
 
 
 def load_method(
@@ -91,8 +82,6 @@ def load_method(
 def _trained_by_us(paths: dict[str, Any]) -> dict[str, Any]:
     """A folder written by ``sanet-bench train`` has the official layout but not the published weights:
     label it ``trained`` with its encoder (from ``train_meta.json``) so no row calls it official."""
-    from .train import META_FILE
-
     dirs = {p.parent for p in paths.values()}
     metas = [d / META_FILE for d in dirs if (d / META_FILE).is_file()]
     if not metas:

@@ -103,3 +103,12 @@ def _check_image(x: Tensor, what: str, min_size: int) -> Tensor:
             "resize it"
         )
     return x
+
+
+def build(spec: MethodSpec, seed: int = 0) -> Method:
+    """The method's exact architecture, with weights from torch's default init under ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = spec.factory()
+    model.spec = spec
+    return model

@@ -42,15 +42,24 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from . import __version__
-from .api import build, resolve_device
+from .api import resolve_device
 from .config import config_hash, to_dict
 from .data import CropSource, PairBatches
 from .errors import ConfigError, WeightsError
 from .io import atomic_write_bytes
+from .method import build
 from .nn.vgg import OFFLINE_VGG_ID, offline_vgg_normalised, vgg_normalised
 from .registry import get_method_spec
 from .sanet import SANet, sanet_losses, weighted_total
-from .weights import cache_dir, latest_iteration, load_file_into, load_strict, read_state_dict, sha256_file
+from .weights import (
+    META_FILE,
+    cache_dir,
+    latest_iteration,
+    load_file_into,
+    load_strict,
+    read_state_dict,
+    sha256_file,
+)
 
 LOSS_KEYS = ("loss_c", "loss_s", "l_identity1", "l_identity2")
 LOG_COLUMNS = ("iteration", "lr", *LOSS_KEYS, "total", "seconds")
@@ -58,7 +67,6 @@ LOG_COLUMNS = ("iteration", "lr", *LOSS_KEYS, "total", "seconds")
 RESUMABLE_KEYS = ("iters", "out", "device", "num_workers", "save_every", "log_every", "progress")
 VGG_FILE = "vgg_normalised.pth"
 DECODER_FILE, TRANSFORMER_FILE = "decoder_iter_500000.pth", "transformer_iter_500000.pth"  # official names
-META_FILE = "train_meta.json"
 LOG_FILE = "losses.csv"
 
 

@@ -36,6 +36,7 @@ def cache_dir(method: str) -> Path:
     return home() / "weights" / method
 
 
+META_FILE = "train_meta.json"  # written by `sanet-bench train` beside checkpoints in the official layout
 SHARED = "shared"  # cache_dir(SHARED): files declared ``shared`` (vgg_normalised.pth), one copy for all
 
 

@@ -13,8 +13,9 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from sanet_bench import api, demo
-from sanet_bench.api import build, load_method
+from sanet_bench.api import load_method
 from sanet_bench.errors import WeightsError
+from sanet_bench.method import build
 from sanet_bench.nn.vgg import OFFLINE_VGG_ID, offline_vgg_normalised
 from sanet_bench.registry import get_method_spec
 from sanet_bench.weights import sha256_file

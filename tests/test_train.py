@@ -201,7 +201,7 @@ def test_training_output_is_labelled_trained_not_official(tmp_path):
 
     from sanet_bench import load_method
     from sanet_bench.nn.vgg import OFFLINE_VGG_ID, offline_vgg_normalised
-    from sanet_bench.train import META_FILE
+    from sanet_bench.weights import META_FILE
 
     model = load_method("sanet", weights="random", seed=1)
     torch.save(offline_vgg_normalised().state_dict(), tmp_path / "vgg_normalised.pth")

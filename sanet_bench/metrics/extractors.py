@@ -91,7 +91,7 @@ def find_official_vgg(weights_dir: str | os.PathLike | None = None) -> Path | No
 
 def _trained_with_other_encoder(folder: Path) -> bool:
     """A `sanet-bench train` folder whose vgg_normalised.pth is not the official file (e.g. offline)."""
-    from ..train import META_FILE
+    from ..weights import META_FILE
 
     meta = folder / META_FILE
     return meta.is_file() and json.loads(meta.read_text()).get("encoder", {}).get("kind") != "official"
