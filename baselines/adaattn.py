@@ -75,7 +75,7 @@ def style_sample_index(positions: int, max_sample: int, seed: int = SEED) -> Ten
 
 
 def shallow_key(feats: list[Tensor] | tuple[Tensor, ...], level: int) -> Tensor:
-    """``cat(mvn(nearest(r_1..r_{level-1}) to r_level's size), mvn(r_level))``; ``level`` indexes ``feats``."""
+    """``cat(mvn(nearest(r_1..r_{level-1}) to r_level's size), mvn(r_level))``; ``level`` indexes feats."""
     size = feats[level].shape[-2:]
     parts = [mean_variance_norm(F.interpolate(f, size=size, mode="nearest")) for f in feats[:level]]
     parts.append(mean_variance_norm(feats[level]))
@@ -126,6 +126,11 @@ class AdaAttNBlock(nn.Module):
         mean, std = attention_mean_std(q, k, v)
         return _to_map(std, content) * mean_variance_norm(content) + _to_map(mean, content)
 
+    def at_level(self, c_feats: list[Tensor], s_feats: list[Tensor], level: int, seed: int = SEED) -> Tensor:
+        """The block on relu{level+1}_1 features with their shallow keys (``AdaAttNModel.forward``)."""
+        c, s = c_feats[level], s_feats[level]
+        return self(c, s, shallow_key(c_feats, level), shallow_key(s_feats, level), seed)
+
 
 class Transformer(nn.Module):
     """networks.Transformer with shallow keys: ``attn_adain_4_1``, ``attn_adain_5_1``, ``merge_conv``."""
@@ -137,8 +142,8 @@ class Transformer(nn.Module):
         self.merge_conv = nn.Conv2d(512, 512, 3)
 
     def forward(self, c_feats: list[Tensor], s_feats: list[Tensor], seed: int = SEED) -> Tensor:
-        o4 = self.attn_adain_4_1(c_feats[3], s_feats[3], shallow_key(c_feats, 3), shallow_key(s_feats, 3), seed)
-        o5 = self.attn_adain_5_1(c_feats[4], s_feats[4], shallow_key(c_feats, 4), shallow_key(s_feats, 4), seed)
+        o4 = self.attn_adain_4_1.at_level(c_feats, s_feats, 3, seed)
+        o5 = self.attn_adain_5_1.at_level(c_feats, s_feats, 4, seed)
         merged = o4 + F.interpolate(o5, scale_factor=2.0, mode="nearest")
         return self.merge_conv(F.pad(merged, (1, 1, 1, 1), mode="reflect"))
 
@@ -152,7 +157,7 @@ def _up() -> nn.Module:
 
 
 class Decoder(nn.Module):
-    """networks.Decoder(skip_connection_3=True): ``decoder_layer_1.1`` and ``decoder_layer_2.{1,4,...,24}``."""
+    """networks.Decoder(skip_connection_3=True): ``decoder_layer_1.1``, ``decoder_layer_2.{1,4,...,24}``."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -188,12 +193,14 @@ class AdaAttN(Method):
         load_file_into(
             self.transformer, paths["latest_net_transformer.pth"], self.spec, "latest_net_transformer.pth"
         )
-        load_file_into(self.adaattn_3, paths["latest_net_adaattn_3.pth"], self.spec, "latest_net_adaattn_3.pth")
+        load_file_into(
+            self.adaattn_3, paths["latest_net_adaattn_3.pth"], self.spec, "latest_net_adaattn_3.pth"
+        )
 
     def transfer(self, c_feats: list[Tensor], s_feats: list[Tensor], seed: int = SEED) -> Tensor:
         """``AdaAttNModel.forward`` after the encoder: the decoded image from relu1_1..relu5_1 features."""
         with self.stage("transform"):
-            o3 = self.adaattn_3(c_feats[2], s_feats[2], shallow_key(c_feats, 2), shallow_key(s_feats, 2), seed)
+            o3 = self.adaattn_3.at_level(c_feats, s_feats, 2, seed)
             t = self.transformer(c_feats, s_feats, seed)
         with self.stage("decode"):
             return self.decoder(t, o3)
@@ -292,7 +299,8 @@ SPEC = register_method(
     MethodSpec(
         name="adaattn",
         title="AdaAttN",
-        citation="Liu et al., AdaAttN: Revisit Attention Mechanism in Arbitrary Neural Style Transfer, ICCV 2021",
+        citation="Liu et al., AdaAttN: Revisit Attention Mechanism in Arbitrary Neural Style Transfer, "
+        "ICCV 2021",
         reference="Huage001/AdaAttN@524b2b1b363e6a27deedb34db29844f92dbaee62",
         factory=AdaAttN,
         files=(
