@@ -6,11 +6,12 @@ test_adaattn.sh: ``--skip_connection_3 --shallow_layer``, i.e. an AdaAttN block 
 concatenated into the decoder, and keys built from all shallower layers.
 
 * Encoder: the normalised VGG19 (``vgg_normalised.pth``), ``r1..r5`` = relu1_1..relu5_1, ceil-mode pools.
-* Keys (paper Sec. 3.2, "shallow" features): ``key_k(x) = cat(mvn(nearest(r_1)), ..., mvn(nearest(r_{k-1})),
-  mvn(r_k))``, every shallower map resized to ``r_k``'s size with PyTorch's legacy ``nearest``
-  (source index ``floor(dst * in / out)``) and normalised AFTER the resize; ``mvn`` standardises each
-  channel with ``sqrt(unbiased variance + 1e-5)``.
-* AdaAttN block (paper Eq. 2-5): ``Q = f(key(c))``, ``K = g(key(s))``, ``V = h(r_k(s))`` (1x1 convs);
+* Keys (paper Sec. 3, "Adaptive Attention Normalization", shallow and deep features):
+  ``key_k(x) = cat(mvn(nearest(r_1)), ..., mvn(nearest(r_{k-1})), mvn(r_k))``, every shallower map resized
+  to ``r_k``'s size with PyTorch's legacy ``nearest`` (source index ``floor(dst * in / out)``) and normalised
+  AFTER the resize; ``mvn`` standardises each channel with ``sqrt(unbiased variance + 1e-5)``.
+* AdaAttN block (same section: query/key/value, attention map, attention-weighted mean and standard
+  deviation, adaptive normalisation): ``Q = f(key(c))``, ``K = g(key(s))``, ``V = h(r_k(s))`` (1x1 convs);
   ``A = softmax(Q^T K)`` over the style positions (no 1/sqrt(d) scaling); attention-weighted mean
   ``M = A V`` and standard deviation ``S = sqrt(relu(A (V*V) - M*M))`` (one-pass variance, no eps);
   ``AdaAttN(c) = S * mvn(r_k(c)) + M``.
@@ -22,8 +23,9 @@ concatenated into the decoder, and keys built from all shallower layers.
   :func:`style_sample_index` draws the same permutation from a private ``torch.Generator`` seeded with 6666
   (the same Mersenne-Twister stream as the default CPU generator after ``manual_seed``), so styles above
   256x256 px keep exactly the reference's columns, and the global RNG is left alone.
-* Training objective (paper Eq. 8-10, ``AdaAttNModel.compute_losses``): :func:`adaattn_losses` (content,
-  global-style and local feature losses), weighted 0 / 10 / 3 by train_adaattn.sh (:func:`adaattn_total`).
+* Training objective (paper Sec. 3, "Loss Function": the global style loss and the local feature loss, plus
+  the repository's content loss; ``AdaAttNModel.compute_losses``): :func:`adaattn_losses`, weighted
+  0 / 10 / 3 by train_adaattn.sh (:func:`adaattn_total`).
 
 Differences from the reference that do not change its outputs:
 
@@ -35,6 +37,8 @@ Differences from the reference that do not change its outputs:
   position, so the result is the same, without convolving up to 64x more positions.
 * No global state: the reference's ``torch.manual_seed(6666)`` reseeds the process-wide RNG on every large
   style; here a private generator is used (same indices, see above).
+* In :func:`adaattn_losses` the local-loss target (which depends on no trainable weight) is computed under
+  ``torch.no_grad``; the values and the gradients of the trainable parts are unchanged.
 * Content sides 1-3 px short of a multiple of 16 (e.g. 62 px) run as in the reference, whose ceil-mode pools
   round them up (62 -> 64 px output); the output is then cropped to the content size (``Method.stylize``).
 """
@@ -225,7 +229,7 @@ class AdaAttN(Method):
 
 
 def adaattn_losses(model: AdaAttN, content: Tensor, style: Tensor, seed: int = SEED) -> dict[str, Tensor]:
-    """The unweighted AdaAttN training losses (``AdaAttNModel.forward`` + ``compute_losses``; paper Eq. 8-10).
+    """The unweighted AdaAttN training losses (``AdaAttNModel.forward`` + ``compute_losses``).
 
     ``cs = model.transfer(enc(c), enc(s))``, then with ``g_i, c_i, s_i`` = relu2_1..relu5_1 of ``cs``
     (unclamped), content and style (mean-reduced MSE over all elements, batch included):
