@@ -5,12 +5,17 @@ A user error (:class:`sanet_bench.errors.SanetBenchError`) prints one line to st
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from sanet_bench.config import ProfileConfig, RunConfig, presets
 from sanet_bench.errors import SanetBenchError
 
 EPILOG = """\b
@@ -164,6 +169,68 @@ def parse_options(pairs) -> dict:
             except ValueError:
                 out[k.strip()] = v
     return out
+
+
+def method_options(pairs) -> dict[str, dict]:
+    """``METHOD.KEY=VALUE`` pairs -> ``{method: {key: value}}``."""
+    from sanet_bench.errors import ConfigError
+
+    out: dict[str, dict] = {}
+    for key, value in parse_options(pairs).items():
+        if "." not in key:
+            raise ConfigError(f"--option {key}={value}: name the method, METHOD.KEY=VALUE (gatys.iters=20)")
+        m, k = key.split(".", 1)
+        out.setdefault(m, {})[k] = value
+    return out
+
+
+def _method_options_callback(ctx, param, value):
+    try:
+        return method_options(value) if value else None
+    except SanetBenchError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _field_option(f: dataclasses.Field, hint) -> Callable:
+    """One click option for config field ``f``: its name, help and choices come from the field's metadata;
+    it defaults to None, so the preset, config file or dataclass default decides (shown in the help)."""
+    meta = f.metadata
+    name = meta.get("cli") or "--" + f.name.replace("_", "-")
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    shown = ",".join(map(str, default)) if isinstance(default, list) else default
+    shown = "none" if default in (None, [], {}) else shown
+    help_ = f"{meta.get('help', '')} [default: {shown}]"
+    origin, args = typing.get_origin(hint), [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if origin in (typing.Union, types.UnionType) else hint
+    if origin is dict:
+        return click.option(name, f.name, multiple=True, default=None, metavar="METHOD.KEY=VALUE", help=help_,
+                            callback=_method_options_callback)
+    if typing.get_origin(base) is list:
+        item = typing.get_args(base)[0]
+        parse = csv_strs if item is str else _csv_of(item, "integers" if item is int else "numbers")
+        return click.option(name, f.name, default=None, callback=parse, metavar="A,B", help=help_)
+    if base is bool:
+        flag = name.lstrip("-")
+        return click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=help_)
+    kind = click.Choice(meta["choices"]) if meta.get("choices") else base
+    return click.option(name, f.name, type=kind, default=None, help=help_)
+
+
+def config_options(cls) -> Callable:
+    """The command-line options of config dataclass ``cls``, one per field (the single source of options)."""
+    hints = typing.get_type_hints(cls)
+
+    def decorate(fn: Callable) -> Callable:
+        for f in reversed(dataclasses.fields(cls)):
+            fn = _field_option(f, hints[f.name])(fn)
+        return fn
+
+    return decorate
+
+
+def config_fields(cls, kwargs: dict) -> dict:
+    """Pop the config fields of ``cls`` out of a command's keyword arguments: the overrides to apply."""
+    return {f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls)}
 
 
 # ---------------------------------------------------------------------------------------------- grid
@@ -373,72 +440,21 @@ def weights_convert_cmd(method, ckpt, out):
     "  sanet-bench run --out runs/smoke ...    # the same command again resumes where it stopped\n"
     "\b\nExit status: 0 every cell ok, 1 some cells failed (see the error column), 2 user error.",
 )
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None, help="TOML config.")
-@click.option("--preset", default=None, help="Built-in preset (e.g. default).")
-@click.option("--methods", callback=csv_strs, default=None, help="Comma-separated method names.")
-@click.option("--grid", default=None, help="embedded | paper | folder:DIR (DIR/content, DIR/style).")
-@click.option("--sizes", callback=csv_ints, default=None, help="Comma-separated content sizes, e.g. 256,512.")
-@click.option("--alpha", "alphas", callback=csv_floats, default=None, help="Comma-separated alphas in [0,1].")
-@click.option("--style-size", type=int, default=None, help="Style size in px (default: the content size).")
-@click.option("--max-pairs", type=int, default=None, help="Use at most N (content, style) pairs of the grid.")
-@click.option("--metrics", callback=csv_strs, default=None, help="Comma-separated metrics (default: all).")
-@click.option("--weights", default=None, help="official | random (random: latency work, never quality).")
-@click.option("--weights-dir", default=None, help="Folder with official weight files.")
-@click.option("--device", default=None, help="cpu | cuda | cuda:N")
-@click.option("--seed", type=int, default=None, help="Seed for random weights and per-cell seeds.")
-@click.option("--out", default=None, help="Run folder (default from the config: runs/latest).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="TOML file of RunConfig keys (see the presets in sanet_bench/presets/).")
+@click.option("--preset", type=click.Choice(presets()), default=None, help="Built-in preset.")
+@config_options(RunConfig)
 @click.option("--overwrite", is_flag=True, help="Replace a run with a different config in --out.")
-@click.option("--report/--no-report", default=None, help="Render the report after the grid.")
-@click.option("--profile/--no-profile", default=None, help="Profile speed and memory after the grid.")
-@click.option(
-    "--references/--no-references",
-    default=None,
-    help="Also score the content and the style as if they were outputs (reference rows).",
-)
 @click.option("--progress/--no-progress", default=True, help="Progress bar with ETA on stderr.")
 @user_errors
-def run_cmd(
-    config_path,
-    preset,
-    methods,
-    grid,
-    sizes,
-    alphas,
-    style_size,
-    max_pairs,
-    metrics,
-    weights,
-    weights_dir,
-    device,
-    seed,
-    out,
-    overwrite,
-    report,
-    profile,
-    references,
-    progress,
-):
-    """Run methods over a grid of content x style x size x alpha; write images, results and a manifest."""
+def run_cmd(config_path, preset, overwrite, progress, **fields):
+    """Run methods over a grid of content x style x size x alpha; write images, results and a manifest.
+
+    Every option overrides the preset and the --config file, which override the defaults shown."""
     from sanet_bench import config, results, runner
 
-    overrides = dict(
-        methods=methods,
-        grid=grid,
-        sizes=sizes,
-        alphas=alphas,
-        style_size=style_size,
-        max_pairs=max_pairs,
-        metrics=metrics,
-        weights=weights,
-        weights_dir=weights_dir,
-        device=device,
-        seed=seed,
-        out=out,
-        report=report,
-        profile=profile,
-        references=references,
-    )
-    cfg = config.load(config.RunConfig, preset, config_path, overrides)
+    overrides = config_fields(RunConfig, fields)
+    cfg = config.load(RunConfig, preset, config_path, overrides)
     summary = runner.run(cfg, overwrite=overwrite, progress=progress, echo=lambda m: click.echo(m, err=True))
     click.echo(results.format_summary(summary.table))
     click.echo(
@@ -458,62 +474,17 @@ def run_cmd(
     "\b\nOn CPU each (method, size) runs in a fresh process so its peak RSS is its own; see\n"
     "sanet_bench/profiling.py for the timing, memory and FLOP conventions.",
 )
-@click.option("--methods", callback=csv_strs, default=None, help="Comma-separated; default: all registered.")
-@click.option("--sizes", callback=csv_ints, default="256,512", show_default=True, help="Content = style px.")
-@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N")
-@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
-@click.option("--channels-last", is_flag=True, help="Model and inputs in channels_last memory format.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the method (stages not split).")
-@click.option("--repeats", type=int, default=5, show_default=True, help="Timed calls (>=4 to compare).")
-@click.option("--warmup", type=int, default=1, show_default=True, help="Untimed calls before timing.")
-@click.option("--weights", default="random", show_default=True, help="random | official (timings: either)")
-@click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help="Official files.")
-@click.option("--threads", type=int, default=None, help="torch threads per cell; default: torch's.")
-@click.option("--isolate/--no-isolate", default=None, help="Fresh process per cell (default: on CPU only).")
-@click.option("--option", "options", multiple=True, help="METHOD.KEY=VALUE, e.g. gatys.iters=20.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="TOML file of ProfileConfig keys.")
+@config_options(ProfileConfig)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="default runs/profile-<time>.")
 @user_errors
-def profile_cmd(
-    methods,
-    sizes,
-    device,
-    dtype,
-    channels_last,
-    compile_,
-    repeats,
-    warmup,
-    weights,
-    weights_dir,
-    threads,
-    isolate,
-    options,
-    out,
-):
+def profile_cmd(config_path, out, **fields):
     """Time each method's stylize per size: median/IQR, stages, peak memory, FLOPs (records.jsonl)."""
-    from sanet_bench.errors import ConfigError
-    from sanet_bench.profiling import ProfileConfig, default_out_dir, profile
+    from sanet_bench import config
+    from sanet_bench.profiling import default_out_dir, profile
 
-    method_options: dict = {}
-    for key, value in parse_options(options).items():
-        if "." not in key:
-            raise ConfigError(f"--option {key}={value}: name the method, METHOD.KEY=VALUE (gatys.iters=20)")
-        m, k = key.split(".", 1)
-        method_options.setdefault(m, {})[k] = value
-    cfg = ProfileConfig(
-        methods=methods or [],
-        sizes=sizes,
-        device=device,
-        dtype=dtype,
-        channels_last=channels_last,
-        compile=compile_,
-        repeats=repeats,
-        warmup=warmup,
-        weights=weights,
-        weights_dir=str(weights_dir) if weights_dir else None,
-        threads=threads,
-        isolate=isolate,
-        method_options=method_options,
-    )
+    cfg = config.load(ProfileConfig, None, config_path, config_fields(ProfileConfig, fields))
     out = out or default_out_dir()
 
     def echo(r: dict) -> None:

@@ -13,7 +13,6 @@ from .method import Method, build
 from .registry import MethodSpec, get_method_spec, method_specs
 from .weights import META_FILE, resolve_official, sha256_file
 
-WEIGHT_KINDS = ("official", "random", "demo", "auto")
 log = logging.getLogger(__name__)
 
 

@@ -27,32 +27,78 @@ else:  # pragma: no cover
 
 T = TypeVar("T")
 
+# The vocabularies of the options, here in the lowest layer so the CLI's help lists them without torch.
+WEIGHT_KINDS = ("auto", "official", "demo", "random")
+RESIZE_POLICIES = ("shorter", "longer", "exact", "multiple16", "none")
+DTYPES = ("fp32", "fp16", "bf16")
+BUDGETS = ("run", "profile", "full", "paper")
+
+
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
+        choices: tuple[str, ...] = (), cli: str = "") -> Any:
+    """A config field with its command-line help (``choices`` listed in it; ``cli``: the option's name when
+    it is not the field's, e.g. ``--alpha`` for ``alphas``). The CLI's options are generated from these."""
+    meta = {"help": help, "choices": choices, "cli": cli}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class RunConfig:
     """What `sanet-bench run` does: methods x grid pairs x sizes x alphas."""
 
-    methods: list[str] = field(default_factory=list)  # empty: every registered method
-    grid: str = "embedded"  # embedded | paper | folder:DIR (DIR/content, DIR/style)
-    sizes: list[int] = field(default_factory=lambda: [256, 512])  # content size, per `resize` policy
-    alphas: list[float] = field(default_factory=list)  # empty: each method's default alpha
-    style_size: int | None = None  # None: same as the content size
-    resize: str = "shorter"  # see sanet_bench.images
-    weights: str = "auto"  # auto (weights_dir > official cache > demo) | official | demo | random
-    weights_dir: str | None = None
-    device: str = "cpu"
-    seed: int = 0
-    metrics: list[str] = field(default_factory=list)  # empty: every registered metric
-    max_pairs: int = 2  # 0: every content x style pair (preset "full"); 2 pairs spread over the grid
-    out: str = "runs/latest"
-    report: bool = True
-    profile: bool = True
-    profile_repeats: int = 3  # timed calls per (method, size) after one warm-up
-    profile_sizes: list[int] = field(default_factory=lambda: [128, 256])  # empty: the run's sizes
-    references: bool = True  # also score the content and the (resized) style as if they were outputs
-    # which of each method's budgets (MethodCard.budgets) its options come from: run | full | paper
-    budget: str = "run"
-    # per-method options, over the budget's, e.g. {adain = {preserve_color = true}, gatys = {iters = 20}}
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    methods: list[str] = opt(factory=list, help="Comma-separated method names; empty: every registered one.")
+    grid: str = opt("embedded", "embedded | paper | folder:DIR (DIR/content, DIR/style).")
+    sizes: list[int] = opt(factory=lambda: [256, 512], help="Comma-separated content sizes in px (--resize).")
+    alphas: list[float] = opt(factory=list, cli="--alpha",
+                              help="Comma-separated alphas in [0,1]; empty: each method's default alpha.")
+    style_size: int | None = opt(None, "Style size in px; default: the content size.")
+    resize: str = opt("shorter", "How images are scaled to the size.", choices=RESIZE_POLICIES)
+    weights: str = opt("auto", "auto: weights_dir > official cache (downloaded if missing) > demo; random: "
+                       "latency work only, never quality.", choices=WEIGHT_KINDS)
+    weights_dir: str | None = opt(None, "Folder with the official weight files under their official names.")
+    device: str = opt("cpu", "cpu | cuda | cuda:N")
+    seed: int = opt(0, "Seed for random weights and per-cell seeds.")
+    metrics: list[str] = opt(factory=list, help="Comma-separated metrics; empty: every registered metric.")
+    max_pairs: int = opt(2, "Use at most N (content, style) pairs spread over the grid; 0: every pair.")
+    out: str = opt("runs/latest", "Run folder; the same command again resumes there.")
+    report: bool = opt(True, "Render the report after the grid.")
+    profile: bool = opt(True, "Profile speed and memory after the grid.")
+    profile_repeats: int = opt(3, "Timed calls per (method, size) after one warm-up.")
+    profile_sizes: list[int] = opt(factory=lambda: [128, 256], help="Profiled sizes; empty: the run's.")
+    references: bool = opt(True, "Also score the content and the resized style as if they were outputs.")
+    budget: str = opt("run", "Which of each method's option budgets to use (e.g. Gatys iterations).",
+                      choices=BUDGETS)
+    method_options: dict[str, dict[str, Any]] = opt(
+        factory=dict, cli="--option",
+        help="METHOD.KEY=VALUE, repeatable, over the budget's (gatys.iters=20, adain.preserve_color=true).",
+    )
+
+
+@dataclass
+class ProfileConfig:
+    """What ``sanet-bench profile`` measures (see :mod:`sanet_bench.profiling`)."""
+
+    methods: list[str] = opt(factory=list, help="Comma-separated method names; empty: every registered one.")
+    sizes: list[int] = opt(factory=lambda: [256, 512], help="Comma-separated sizes in px (content = style).")
+    device: str = opt("cpu", "cpu | cuda | cuda:N")
+    dtype: str = opt("fp32", "Computation dtype (fp16/bf16: CUDA; bf16 also on CPU).", choices=DTYPES)
+    channels_last: bool = opt(False, "Model and inputs in channels_last memory format.")
+    compile: bool = opt(False, "torch.compile the method (its stages are then not split).")
+    repeats: int = opt(5, "Timed calls per cell (at least 4 to compare runs); 0: memory and FLOPs only.")
+    warmup: int = opt(1, "Untimed calls before timing.")
+    weights: str = opt("random", "Weights (timings do not depend on the values); a method without random "
+                       "weights (magenta) uses its own.", choices=WEIGHT_KINDS)
+    weights_dir: str | None = opt(None, "Folder with the official weight files.")
+    seed: int = opt(0, "Seed for random weights.")
+    threads: int | None = opt(None, "torch threads per cell; default: torch's.")
+    isolate: bool | None = opt(None, "Fresh process per cell (default: on CPU only: peak memory is its own).")
+    count_flops: bool = opt(True, "Count FLOPs with torch's FlopCounterMode.")
+    budget: str = opt("profile", "Which of each method's option budgets to use.", choices=BUDGETS)
+    method_options: dict[str, dict[str, Any]] = opt(
+        factory=dict, cli="--option", help="METHOD.KEY=VALUE, repeatable, e.g. gatys.iters=20.",
+    )
 
 
 def _type_name(tp: Any) -> str:

@@ -31,7 +31,7 @@ from .errors import ConfigError, ImageError
 from .images import load_image
 from .io import IMAGE_EXTENSIONS
 
-RESIZE_POLICIES = ("shorter", "exact")
+TRAIN_RESIZE = ("shorter", "exact")
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
@@ -73,8 +73,8 @@ class CropSource:
         seed: int = 0,
         stream: int = 0,
     ):
-        if resize not in RESIZE_POLICIES:
-            choices = ", ".join(RESIZE_POLICIES)
+        if resize not in TRAIN_RESIZE:
+            choices = ", ".join(TRAIN_RESIZE)
             raise ConfigError(f"resize={resize!r} is not a training resize; choose one of {choices}")
         if load_size < crop:
             raise ConfigError(f"load_size={load_size} is smaller than crop={crop}; set load_size >= crop")

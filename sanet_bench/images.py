@@ -27,10 +27,9 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from .config import RESIZE_POLICIES
 from .errors import ImageError
 from .io import atomic_write_bytes
-
-POLICIES = ("shorter", "longer", "exact", "multiple16", "none")
 
 
 def _wide_to_float(img: Image.Image) -> Image.Image:
@@ -75,8 +74,8 @@ def decode(path: str | os.PathLike) -> Image.Image:
 
 
 def target_size(w: int, h: int, size: int | None, policy: str) -> tuple[int, int]:
-    if policy not in POLICIES:
-        raise ImageError(f"unknown resize policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    if policy not in RESIZE_POLICIES:
+        raise ImageError(f"unknown resize policy {policy!r}; choose one of {', '.join(RESIZE_POLICIES)}")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise ImageError(f"resize size must be a positive integer number of pixels, got {size!r}")
     if size is None or policy == "none":

@@ -56,19 +56,19 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .config import DTYPES, ProfileConfig
 from .errors import ConfigError, SanetBenchError
 from .io import JsonlStore, atomic_write_bytes
 from .provenance import environment
 
 PRIME_SIZE = 64  # the priming call before a CPU memory measurement
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+TORCH_DTYPES = dict(zip(DTYPES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 STATUSES = ("ok", "oom", "error", "skipped-after-oom")
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
@@ -84,28 +84,6 @@ MEM_CPU_HWM = (
 )
 MEM_CPU_MAXRSS = "cpu ru_maxrss growth over one call in a fresh process (lower bound: no clear_refs)"
 MEM_NONE = "not measured: CPU cell run in-process (isolate=False)"
-
-
-@dataclass
-class ProfileConfig:
-    """What ``sanet-bench profile`` measures. ``methods`` empty: every registered method."""
-
-    methods: list[str] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=lambda: [256, 512])
-    device: str = "cpu"
-    dtype: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
-    repeats: int = 5  # 0: peak memory and FLOPs only
-    warmup: int = 1
-    weights: str = "random"  # a method without random weights (magenta) uses its first weights kind
-    weights_dir: str | None = None
-    seed: int = 0
-    threads: int | None = None  # torch.set_num_threads in each cell; None: torch's default
-    isolate: bool | None = None  # fresh process per cell; None: on CPU yes, on CUDA no
-    count_flops: bool = True
-    budget: str = "profile"  # which of each method's budgets (MethodCard.budgets) its options come from
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # over the budget's
 
 
 # ---------------------------------------------------------------------------------------------- environment
@@ -266,7 +244,7 @@ def _measure(cell: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(int(cell["threads"]))
     dev = torch.device(cell["device"])
     cuda = dev.type == "cuda"
-    dtype = DTYPES[cell["dtype"]]
+    dtype = TORCH_DTYPES[cell["dtype"]]
     model = load_method(
         cell["method"], weights=cell["weights"], weights_dir=cell["weights_dir"], seed=cell["seed"],
         device=dev,

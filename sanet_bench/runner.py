@@ -35,9 +35,9 @@ from tqdm import tqdm
 
 from . import results
 from .api import list_methods, load_method, resolve_device
-from .config import RunConfig, config_hash, to_dict
+from .config import RESIZE_POLICIES, RunConfig, config_hash, to_dict
 from .errors import ConfigError, SanetBenchError
-from .images import POLICIES, load_image, save_image
+from .images import load_image, save_image
 from .io import JsonlStore
 from .metrics import Metric, build, encoder_id, evaluate, missing_components
 from .provenance import environment
@@ -132,8 +132,8 @@ def validate(cfg: RunConfig) -> tuple[list[str], list[str]]:
     bad = [a for a in cfg.alphas if not 0.0 <= a <= 1.0]
     if bad:
         raise ConfigError(f"alphas must be in [0, 1], got {bad}; e.g. --alpha 0.5,1")
-    if cfg.resize not in POLICIES:
-        raise ConfigError(f"unknown resize policy {cfg.resize!r}; choose one of {', '.join(POLICIES)}")
+    if cfg.resize not in RESIZE_POLICIES:
+        raise ConfigError(f"unknown resize policy {cfg.resize!r}; choose one of {', '.join(RESIZE_POLICIES)}")
     for name, opts in cfg.method_options.items():
         spec = get_method_spec(name)
         unknown = sorted(set(opts) - {o.name for o in spec.options})

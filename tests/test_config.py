@@ -6,10 +6,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 
+import click
 import pytest
+from click.testing import CliRunner
 
-from sanet_bench import config
-from sanet_bench.config import RunConfig, config_hash, from_dict, load, presets, read_preset
+import cli
+from sanet_bench import config, registry
+from sanet_bench.config import ProfileConfig, RunConfig, config_hash, from_dict, load, presets, read_preset
 from sanet_bench.errors import ConfigError, SanetBenchError
 
 
@@ -161,3 +164,57 @@ def test_to_dict_roundtrips_through_from_dict():
 def test_default_preset_is_the_default_run():
     assert load(RunConfig, preset="default") == RunConfig()
     assert load(RunConfig, preset="full").max_pairs == 0  # every pair
+
+
+def _options(command) -> dict[str, click.Option]:
+    return {p.name: p for p in command.params if isinstance(p, click.Option)}
+
+
+@pytest.mark.parametrize("cls, command", [(RunConfig, "run"), (ProfileConfig, "profile")])
+def test_every_config_field_is_an_option_with_its_help_and_values(cls, command):
+    """The options of `run` and `profile` are generated from the config dataclasses: one per field, with the
+    field's help and, where a field has a vocabulary, every accepted value."""
+    opts = _options(cli.main.commands[command])
+    for f in dataclasses.fields(cls):
+        assert f.name in opts, f"{command} has no option for {cls.__name__}.{f.name}"
+        o = opts[f.name]
+        assert f.metadata["help"] in o.help and o.default is None
+        if f.metadata["choices"]:
+            assert list(o.type.choices) == list(f.metadata["choices"])
+
+
+def test_ablate_options_are_config_fields():
+    """`ablate identity` keeps hand-written options: each must name a field of its config classes."""
+    from sanet_bench.ablation import AblationConfig
+    from sanet_bench.train import TrainConfig
+
+    names = {f.name for c in (AblationConfig, TrainConfig) for f in dataclasses.fields(c)}
+    opts = _options(cli.main.commands["ablate"].commands["identity"])
+    extra = {"preset", "config_path", "no_progress", "eval_size"}  # eval_size: AblationConfig.size
+    assert set(opts) - extra <= names, set(opts) - extra - names
+
+
+def test_vocabularies_match_the_code_that_uses_them():
+    from sanet_bench import images, profiling
+
+    assert set(profiling.TORCH_DTYPES) == set(config.DTYPES)
+    assert images.RESIZE_POLICIES is config.RESIZE_POLICIES
+    assert set(config.BUDGETS) >= {b for s in registry.method_cards().values() for b in s.budgets}
+
+
+def test_profile_config_loads_from_toml(tmp_path):
+    p = tmp_path / "p.toml"
+    p.write_text('methods = ["adain"]\nsizes = [64]\ndtype = "bf16"\n[method_options.gatys]\niters = 3\n')
+    cfg = config.load(ProfileConfig, None, p)
+    assert (cfg.methods, cfg.sizes, cfg.dtype) == (["adain"], [64], "bf16")
+    assert cfg.method_options == {"gatys": {"iters": 3}}
+    p.write_text('dtype = 16\n')
+    with pytest.raises(ConfigError, match="key 'dtype' must be str"):
+        config.load(ProfileConfig, None, p)
+
+
+def test_cli_option_pairs_become_method_options(tmp_path):
+    res = CliRunner().invoke(cli.main, ["run", "--option", "gatys", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--option 'gatys' must be KEY=VALUE" in res.output
+    res = CliRunner().invoke(cli.main, ["run", "--option", "iters=3", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "name the method, METHOD.KEY=VALUE" in res.output
