@@ -66,7 +66,8 @@ _ENC_PLAN = (
     ("conv1", 3, 3, 1), ("conv2", 3, 64, 3), ("conv3", 64, 64, 3), "pool",
     ("conv4", 64, 128, 3), ("conv5", 128, 128, 3), "pool",
     ("conv6", 128, 256, 3), ("conv7", 256, 256, 3), ("conv8", 256, 256, 3), ("conv9", 256, 256, 3), "pool",
-    ("conv10", 256, 512, 3), ("conv11", 512, 512, 3), ("conv12", 512, 512, 3), ("conv13", 512, 512, 3), "pool",
+    ("conv10", 256, 512, 3), ("conv11", 512, 512, 3), ("conv12", 512, 512, 3), ("conv13", 512, 512, 3),
+    "pool",
     ("conv14", 512, 512, 3),
 )  # fmt: skip
 _TAPS = {"conv2": "r11", "conv4": "r21", "conv6": "r31", "conv10": "r41", "conv14": "r51"}
@@ -148,29 +149,33 @@ def _reduce(x: Tensor) -> Tensor:
     return x.flatten(2)[0]
 
 
-def _topk_rows(a: Tensor, b: Tensor, k: int) -> Tensor:
-    """For each column i of ``a`` [C,Na]: the indices [Na, k] of the k columns of ``b`` [C,Nb] with the
-    largest ``a_i . b_j``, computed over chunks of ``a``'s columns."""
-    step = max(1, SIM_CHUNK_ELEMENTS // max(1, b.shape[1]))
-    k = min(k, b.shape[1])
-    return torch.cat([(a[:, i : i + step].T @ b).topk(k, dim=1).indices for i in range(0, a.shape[1], step)])
-
-
 def knn_pairs(c: Tensor, s: Tensor, k: int = K_CROSS) -> tuple[Tensor, Tensor]:
     """The nonzero entries (i, j) of MAST's affinity U (Eq. 4), sorted by ``i * Ns + j``.
 
-    ``c`` [C,Nc], ``s`` [C,Ns]; with cosine similarity S = norm(c)^T norm(s): j is among the k largest of
-    row i, or i among the k largest of column j.
+    ``c`` [C,Nc], ``s`` [C,Ns]; with the cosine similarity S = norm(c)^T norm(s): j is among the k largest
+    entries of row i, or i among the k largest of column j. S is computed once, in chunks of content rows,
+    and the column top-k is merged across the chunks.
     """
     cn = c / c.norm(dim=0, keepdim=True).clamp_min(NORM_EPS)
     sn = s / s.norm(dim=0, keepdim=True).clamp_min(NORM_EPS)
     nc, ns = cn.shape[1], sn.shape[1]
-    dev = c.device
-    j_of_i = _topk_rows(cn, sn, k)  # [Nc, k]: best style positions of each content position
-    i_of_j = _topk_rows(sn, cn, k)  # [Ns, k]: best content positions of each style position
-    rows = torch.arange(nc, device=dev).unsqueeze(1).expand_as(j_of_i)
-    cols = torch.arange(ns, device=dev).unsqueeze(1).expand_as(i_of_j)
-    flat = torch.cat([(rows * ns + j_of_i).flatten(), (i_of_j * ns + cols).flatten()]).unique()
+    step = max(1, SIM_CHUNK_ELEMENTS // max(1, ns))
+    rows: list[Tensor] = []  # per chunk [m, k]: the best style positions of each content position
+    col_v: Tensor | None = None  # [Ns, <=k]: the best similarities of each style position so far
+    col_i: Tensor | None = None  # ... and their content positions
+    for a in range(0, nc, step):
+        sim = cn[:, a : a + step].T @ sn  # S[a:a+m], [m, Ns]
+        rows.append(sim.topk(min(k, ns), dim=1).indices)
+        v, i = sim.T.contiguous().topk(min(k, sim.shape[0]), dim=1)  # contiguous: topk along rows is fast
+        i = i + a
+        if col_v is not None and col_i is not None:
+            v, sel = torch.cat([col_v, v], 1).topk(min(k, a + sim.shape[0]), dim=1)
+            i = torch.cat([col_i, i], 1).gather(1, sel)
+        col_v, col_i = v, i
+    assert col_i is not None
+    ci = torch.arange(nc, device=c.device).unsqueeze(1) * ns
+    cj = torch.arange(ns, device=c.device).unsqueeze(1)
+    flat = torch.cat([(ci + torch.cat(rows)).flatten(), (col_i * ns + cj).flatten()]).unique()
     return flat // ns, flat % ns
 
 
@@ -204,19 +209,24 @@ class MAST(Method):
     def _stylize(self, content: Tensor, style: Tensor, alpha: float) -> Tensor:
         h, w = content.shape[-2:]
         if h % MULTIPLE or w % MULTIPLE:
+            fit = f"{w // MULTIPLE * MULTIPLE}x{h // MULTIPLE * MULTIPLE}"
             raise ImageError(
-                f"content is {w}x{h} px; MAST's floor-mode pools make it return "
-                f"{w // MULTIPLE * MULTIPLE}x{h // MULTIPLE * MULTIPLE} px, so crop the content to sides that "
-                f"are multiples of {MULTIPLE} (e.g. {w // MULTIPLE * MULTIPLE}x{h // MULTIPLE * MULTIPLE})"
+                f"content is {w}x{h} px; MAST's floor-mode pools make the reference return {fit} px, so crop "
+                f"the content to sides that are multiples of {MULTIPLE} (e.g. to {fit})"
             )
         if min(style.shape[-2:]) < MIN_SIZE:
             raise ImageError(
-                f"style is {style.shape[-1]}x{style.shape[-2]} px; MAST's encoder needs at least {MIN_SIZE} px "
-                "per side (its r51 map must be 2 px for the reflection pad), resize it"
+                f"style is {style.shape[-1]}x{style.shape[-2]} px; MAST's encoder needs at least {MIN_SIZE} "
+                "px per side (its r51 map must be 2 px for the reflection pad), resize it"
             )
+        return self.cascade(content, style, alpha)[-1].to(content.dtype)
+
+    def cascade(self, content: Tensor, style: Tensor, alpha: float) -> list[Tensor]:
+        """The float64 images decoded after each level (r41, r31, r21); the last is the output."""
         img = content.double()
         with self.stage("encode"):
             sfeats = self.encoder(style.double(), upto=LEVELS[0])
+        out = []
         for lv in LEVELS:
             with self.stage("encode"):
                 cf = self.encoder(img, upto=lv)[lv]
@@ -226,7 +236,8 @@ class MAST(Method):
                     t = alpha * t + (1.0 - alpha) * cf
             with self.stage("decode"):
                 img = self.decoders[lv](t)
-        return img.to(content.dtype)
+            out.append(img)
+        return out
 
 
 VGG = "vgg_r51.pth"
@@ -272,8 +283,8 @@ SPEC = register_method(
         files=(
             _weight_file(
                 VGG,
-                "Encoder keys conv1..conv14.{weight,bias}: conv1 1x1 3->3, 3x3 convs 3->64->64->128->128->256 "
-                "(x4)->512 (x5)",
+                "Encoder keys conv1..conv14.{weight,bias}: conv1 1x1 3->3, 3x3 convs "
+                "3->64->64->128->128->256 (x4)->512 (x5)",
             ),
             *(
                 _weight_file(
@@ -292,8 +303,8 @@ SPEC = register_method(
             multiple=MULTIPLE,
             note="floor-mode pools: the reference returns 8*floor(H/8) x 8*floor(W/8) px",
         ),
-        notes="alpha is the reference's TEST.ARTISTIC.STYLE_WEIGHT; encoder, kNN manifold alignment, blend and "
-        "decoders all run in float64 (kNN near-ties flip under float32 noise) and the output is cast back; "
+        notes="alpha is the reference's TEST.ARTISTIC.STYLE_WEIGHT; encoder, kNN manifold alignment, blend "
+        "and decoders all run in float64 (kNN near-ties flip under float32 noise), the output is cast back; "
         "dec_r11/dec_r51 are unused with the default layers r41,r31,r21",
     )
 )
