@@ -1,4 +1,4 @@
-"""MAST: Huo, Jin, Li, He, Shi, Gao & Yang, Manifold Alignment for Semantically Aligned Style Transfer,
+"""MAST: Huo, Jin, Li, Wu, Lai, Shi & Gao, Manifold Alignment for Semantically Aligned Style Transfer,
 ICCV 2021 (arXiv:2005.10777).
 
 Matches NJUHuoJing/MAST@6cce6bf ``test_artistic.py`` ``multi_level_test`` with the default
@@ -10,22 +10,25 @@ DIM_THRESH 128, avg-pool reduction, MAX_USE_NUM -1, no orthogonal constraint):
   ``TEST.ARTISTIC.STYLE_WEIGHT`` (default 0.6). E: 1x1 conv1 (no ReLU), then reflection-padded 3x3 convs +
   ReLU with floor-mode 2x2 max-pools after conv3, conv5, conv9 (and conv13); taps r21 = conv4, r31 = conv6,
   r41 = conv10. D_l: the mirrored reflection-padded convs with nearest x2 upsamplings, no ReLU on conv27.
-* Manifold alignment (paper Sec. 3, Eq. 3-7; ``MAST.transform``/``cal_p``): c, s = the content / style
+* Manifold alignment (the paper's method section; ``MAST.transform``/``cal_p``): c, s = the content / style
   features, each average-pooled 2x2 (floor) until it has at most 128*128 positions; F = the full-resolution
   content features. S = cos(c_i, s_j) (columns L2-normalised, ``x / max(||x||, 1e-12)``). The inter-domain
   affinity U[i,j] = 1 where s_j is among the 5 nearest style positions of c_i OR c_i among the 5 nearest
-  content positions of s_j (Eq. 4), then ``U /= sum(U)``. The projection (Eq. 6-7 without the orthogonal
-  constraint) ``p = solve(c diag(rowsum U) c^T + 1e-12 I, c U s^T)`` (LU), and ``MAST(cf, sf) = p^T F``.
+  content positions of s_j, then ``U /= sum(U)``. The closed-form projection (the alignment objective
+  without the orthogonality constraint) ``p = solve(c diag(rowsum U) c^T + 1e-12 I, c U s^T)`` (LU), and
+  ``MAST(cf, sf) = p^T F``.
 * Precision: the WHOLE pipeline (encoder, alignment, blend and decoders) runs in float64 and the output is
   cast back to the input's dtype. The kNN selections have near-ties (5th/6th cosine gaps down to ~1e-7)
   below float32 noise at r31/r21, and A is singular apart from the 1e-12 regulariser when a map has fewer
-  positions than live channels, so a float32 network path drifts by up to 17 % (parity README, MAST quirks).
+  positions than live channels: on the parity cases the all-float32 reference moves by 0.8-17 % and float32
+  networks with a float64 alignment by up to 0.6 % (parity README, MAST quirks), against a 5e-7 tolerance.
   The weights stay float32 parameters and are cast per call.
 
 Deliberate differences from the reference that do not change its outputs:
 
-* The similarity matrix is never materialised: the row-wise and column-wise top-k run over chunks of it, and
-  U is kept as its list of (content, style) pairs (at most 5 (Nc + Ns)), so memory is linear in positions.
+* The similarity matrix is never held whole: it is computed once, in chunks of content rows (32 MiB), each
+  chunk giving its rows' top-k and a column top-k merged across chunks; U is kept as its list of (content,
+  style) pairs (at most 5 (Nc + Ns)), so memory is linear in positions.
   ``c U s^T`` is evaluated as ``c (U s^T)`` with an index-add over the pairs.
 * The style is encoded once (up to r41) and its r41/r31/r21 taps reused; the reference re-encodes it at
   every level with the same encoder, which gives the same features. The encoder stops at the tap it needs
@@ -150,7 +153,7 @@ def _reduce(x: Tensor) -> Tensor:
 
 
 def knn_pairs(c: Tensor, s: Tensor, k: int = K_CROSS) -> tuple[Tensor, Tensor]:
-    """The nonzero entries (i, j) of MAST's affinity U (Eq. 4), sorted by ``i * Ns + j``.
+    """The nonzero entries (i, j) of MAST's inter-domain affinity U, sorted by ``i * Ns + j``.
 
     ``c`` [C,Nc], ``s`` [C,Ns]; with the cosine similarity S = norm(c)^T norm(s): j is among the k largest
     entries of row i, or i among the k largest of column j. S is computed once, in chunks of content rows,
@@ -180,7 +183,7 @@ def knn_pairs(c: Tensor, s: Tensor, k: int = K_CROSS) -> tuple[Tensor, Tensor]:
 
 
 def mast_transform(cf: Tensor, sf: Tensor, k: int = K_CROSS) -> Tensor:
-    """MAST(cf, sf) for one pair, cf [C,H,W], sf [C,H',W'] -> [C,H,W] (Eq. 3-7, no orthogonal constraint).
+    """MAST(cf, sf) for one pair, cf [C,H,W], sf [C,H',W'] -> [C,H,W] (no orthogonality constraint).
 
     Run it in float64: the kNN selections and the nearly singular solve are not reproducible in float32.
     """
@@ -276,7 +279,7 @@ SPEC = register_method(
     MethodSpec(
         name="mast",
         title="MAST",
-        citation="Huo, Jin, Li, He, Shi, Gao & Yang, Manifold Alignment for Semantically Aligned Style "
+        citation="Huo, Jin, Li, Wu, Lai, Shi & Gao, Manifold Alignment for Semantically Aligned Style "
         "Transfer, ICCV 2021",
         reference="NJUHuoJing/MAST@6cce6bfeed98e8f2d96b02760d3eaf985e14b984",
         factory=MAST,
