@@ -451,11 +451,11 @@ def run_cmd(config_path, preset, overwrite, progress, **fields):
     """Run methods over a grid of content x style x size x alpha; write images, results and a manifest.
 
     Every option overrides the preset and the --config file, which override the defaults shown."""
-    from sanet_bench import config, results, runner
+    from sanet_bench import config, job, results
 
     overrides = config_fields(RunConfig, fields)
     cfg = config.load(RunConfig, preset, config_path, overrides)
-    summary = runner.run(cfg, overwrite=overwrite, progress=progress, echo=lambda m: click.echo(m, err=True))
+    summary = job.run(cfg, overwrite=overwrite, progress=progress, echo=lambda m: click.echo(m, err=True))
     click.echo(results.format_summary(summary.table))
     click.echo(
         f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} already done of {summary.cells} cells; "

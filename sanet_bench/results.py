@@ -65,6 +65,11 @@ BACK = (
 )
 
 
+# Reference rows: the content and the (resized) style scored as if they were outputs, to bound each metric.
+REF_CONTENT, REF_STYLE = "ref:content", "ref:style"
+REFERENCES = (REF_CONTENT, REF_STYLE)
+
+
 class ResultsError(SanetBenchError):
     """A results folder is unusable: corrupt JSONL, or it holds a run with another config."""
 

@@ -42,6 +42,7 @@ from .io import JsonlStore
 from .metrics import Metric, build, encoder_id, evaluate, missing_components
 from .provenance import environment
 from .registry import get_method_spec, get_metric_spec, metric_specs
+from .results import REF_CONTENT, REFERENCES
 
 OOM_HINT = "lower --sizes, use --device cpu or free device memory"
 
@@ -92,8 +93,6 @@ class Reference:
         ).to(self.device)
 
 
-REF_CONTENT, REF_STYLE = "ref:content", "ref:style"
-REFERENCES = (REF_CONTENT, REF_STYLE)
 
 
 def run_hash(cfg: RunConfig) -> str:
@@ -359,7 +358,6 @@ def run(
         results.write_csv(run_dir)
         manifest["sessions"][-1].update(finished=_now(), ok=ok, failed=failed, interrupted=interrupted)
         results.write_manifest(run_dir, manifest)
-    post_run(cfg, run_dir)
     return RunSummary(run_dir, len(cells), len(cells) - len(todo), ok, failed, results.load(run_dir))
 
 
@@ -491,30 +489,3 @@ def _grid_info(grid: Any) -> dict[str, Any]:
 
 def _metric_info(name: str) -> dict[str, Any]:
     return get_metric_spec(name).info()
-
-
-def post_run(cfg: RunConfig, run_dir: Path) -> None:
-    """The steps after a completed grid: the report (``cfg.report``) and the profile (``cfg.profile``).
-
-    Each is called only when its module and function exist, so the runner works before they are written.
-    """
-    if cfg.profile:  # first, so the report shows it
-        profile_run = _optional("sanet_bench.profiling", "profile_run")
-        if profile_run is not None:
-            profile_run(cfg, run_dir)
-    if cfg.report:
-        render = _optional("sanet_bench.report", "render")
-        if render is not None:
-            render(run_dir, run_dir / "report")
-
-
-def _optional(module: str, attr: str) -> Callable[..., Any] | None:
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return None
-        raise
-    return getattr(mod, attr, None)

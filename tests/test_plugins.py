@@ -75,11 +75,11 @@ def test_entry_point_method_in_methods_run_and_profile(plugin_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "toy-plugin" in out.stdout and "Nobody, A Toy Method, 2026" in out.stdout
     code = (
-        "from sanet_bench import runner; from sanet_bench.config import RunConfig; "
+        "from sanet_bench import job; from sanet_bench.config import RunConfig; "
         f"cfg = RunConfig(methods=['toy-plugin'], sizes=[32], weights='random', "
         f"out={str(tmp_path / 'run')!r}, "
         "report=False, profile=True, profile_sizes=[32], profile_repeats=1, metrics=['ssim'], "
-        "references=False, max_pairs=1); s = runner.run(cfg, progress=False); print(s.ok, s.failed)"
+        "references=False, max_pairs=1); s = job.run(cfg, progress=False); print(s.ok, s.failed)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=600)

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,24 +236,20 @@ def test_trailing_partial_line_is_cut_before_appending(tmp_path, grid):
     assert keys == ["sanet|c0|s0|64|1", "sanet|c0|s1|64|1"]
 
 
-def test_post_run_calls_report_and_profile_when_present(tmp_path, grid, monkeypatch):
-    calls = []
-    report = types.ModuleType("sanet_bench.report")
-    report.render = lambda run_dir, out_dir: calls.append(("render", run_dir, out_dir))
-    monkeypatch.setitem(sys.modules, "sanet_bench.report", report)
-    import sanet_bench.profiling as profiling
+def test_job_profiles_then_reports_and_the_grid_run_does_neither(tmp_path, grid, monkeypatch):
+    from sanet_bench import job
 
-    monkeypatch.setattr(profiling, "profile_run", lambda cfg, run_dir: calls.append(("profile", run_dir)))
+    calls = []
+    monkeypatch.setattr(job, "render", lambda run_dir, out_dir: calls.append(("render", run_dir, out_dir)))
+    monkeypatch.setattr(job, "profile_run", lambda cfg, run_dir: calls.append(("profile", run_dir)))
     run_dir = tmp_path / "run"
     runner.run(cfg_for(run_dir, max_pairs=1, report=True, profile=True), grid=grid, progress=False)
+    assert calls == []  # the grid run alone: no upward import of profiling or report
+    job.run(cfg_for(run_dir, max_pairs=1, report=True, profile=True), grid=grid, progress=False)
     # the profile first, so the report can show it
     assert calls == [("profile", run_dir), ("render", run_dir, run_dir / "report")]
     calls.clear()
-    runner.post_run(cfg_for(run_dir, report=False, profile=False), run_dir)
-    assert calls == []
-    no_render = types.ModuleType("sanet_bench.report")
-    monkeypatch.setitem(sys.modules, "sanet_bench.report", no_render)
-    runner.post_run(cfg_for(run_dir, report=True, profile=False), run_dir)
+    job.run(cfg_for(run_dir, max_pairs=1, report=False, profile=False), grid=grid, progress=False)
     assert calls == []
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import results
 from ..io import atomic_write_bytes
-from ..runner import REFERENCES
+from ..results import REFERENCES
 from . import figures, labels, tables
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}

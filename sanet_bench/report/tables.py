@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..runner import REF_STYLE
+from ..results import REF_STYLE
 
 
 @dataclass
