@@ -2,14 +2,14 @@
 Flows, CVPR 2021.
 
 Matches pkuanjie/ArtFlow@bbc33ec (test.py with ``--n_flow 8 --n_block 2``, additive coupling, LU 1x1 convs;
-glow_adain.py for ``artflow-adain``, glow_wct.py for ``artflow-wct``). The projection-transfer-reversion
-scheme (paper Sec. 3, Fig. 2): ``z_c = G(c)``, ``z_s = G(s)``, ``out = G^-1(T(z_c, z_s))`` with one
+glow_adain.py for ``artflow-adain``, glow_wct.py for ``artflow-wct``). The paper's projection-transfer-
+reversion scheme: ``z_c = G(c)``, ``z_s = G(s)``, ``out = G^-1(T(z_c, z_s))`` with one
 invertible Glow-style network G (Kingma & Dhariwal 2018) in both directions, so no decoder is learned
 separately and nothing of the content is lost on the way (the "content leak" the paper removes).
 
-* G (paper Sec. 3.1, "PFN"): two blocks; a block is a 2x2 squeeze (``pixel_unshuffle``: channel
-  ``c*4 + dy*2 + dx``) then 8 flows, the width n = 12 then 48; no split and no prior, so
-  ``z`` is [N,48,H/4,W/4]. A flow is (paper Eq. 1-3, Glow Table 1):
+* G, the paper's projection flow network (PFN): two blocks; a block is a 2x2 squeeze
+  (``pixel_unshuffle``: channel ``c*4 + dy*2 + dx``) then 8 flows, the width n = 12 then 48; no split and
+  no prior, so ``z`` is [N,48,H/4,W/4]. A flow is (the three Glow layers, Kingma & Dhariwal 2018, Table 1):
 
   - ActNorm ``y = scale * (x + loc)``; reverse ``x = y / scale - loc``.
   - Invertible 1x1 conv with the LU parameterisation ``W = P (L * l_mask + I) (U * u_mask +
@@ -19,7 +19,7 @@ separately and nothing of the content is lost on the way (the "content leak" the
     value 1)) * exp(3 * scale)``.
 
   The reverse runs the flows backwards, then ``pixel_shuffle``.
-* T, the transfer module (paper Sec. 3.2), on the 48-channel latent:
+* T, the paper's unbiased transfer module, on the 48-channel latent:
 
   - ``artflow-adain``: AdaIN (Huang & Belongie 2017, Eq. 8), ``sigma(z_s) (z_c - mu(z_c)) / sigma(z_c) +
     mu(z_s)``, ``sigma = sqrt(unbiased variance + 1e-5)`` on both sides.
@@ -46,7 +46,8 @@ Differences from the reference, none of which change its outputs where it runs:
   with an :class:`ImageError`, as the reference's ``view`` fails); test.py's resize to 256 px is the
   runner's job, not this module's.
 * Random weights (``weights="random"``) follow the reference's initialisation (LU of a random orthogonal
-  matrix, zero ZeroConv, identity ActNorm), drawn with torch instead of numpy/scipy.
+  matrix, zero ZeroConv so each coupling starts as the identity, identity ActNorm), drawn with torch
+  instead of numpy/scipy; for latency work only.
 """
 
 from __future__ import annotations
