@@ -66,6 +66,7 @@ from .config import DTYPES, ProfileConfig
 from .errors import ConfigError, SanetBenchError
 from .io import JsonlStore, atomic_write_bytes
 from .provenance import environment
+from .results import read_manifest
 
 PRIME_SIZE = 64  # the priming call before a CPU memory measurement
 TORCH_DTYPES = dict(zip(DTYPES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
@@ -508,14 +509,22 @@ def _record(cell: dict[str, Any], measured: dict[str, Any], env: dict[str, Any],
 
 
 def profile_run(cfg, run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The runner's hook: profile a :class:`~sanet_bench.config.RunConfig`'s methods and sizes into
-    ``run_dir/"profile"`` with its weights, device, seed and method options (CPU: a process per cell)."""
+    """The job's step after the grid: profile a :class:`~sanet_bench.config.RunConfig`'s methods and sizes
+    into ``run_dir/"profile"`` with its weights, device, seed and method options (CPU: a process per cell).
+
+    Methods whose weights could not be loaded in the grid (the run's manifest records the error; the report
+    lists them with the way to get their files) are not profiled: each would only fail again."""
+    manifest = read_manifest(run_dir) or {}
+    loaded = [m for m, info in manifest.get("weights", {}).items() if "error" not in info]
+    methods = [m for m in manifest.get("methods", cfg.methods) if m in loaded] if manifest else list(cfg.methods)
+    if manifest and not methods:
+        return []
     pcfg = ProfileConfig(
-        methods=list(cfg.methods), sizes=list(cfg.profile_sizes or cfg.sizes), device=cfg.device,
+        methods=methods, sizes=list(cfg.profile_sizes or cfg.sizes), device=cfg.device,
         weights=cfg.weights,
         weights_dir=cfg.weights_dir, seed=cfg.seed, repeats=cfg.profile_repeats,
         # a run config may hold options for methods it does not run (the default's gatys iters)
-        method_options={m: o for m, o in cfg.method_options.items() if not cfg.methods or m in cfg.methods},
+        method_options={m: o for m, o in cfg.method_options.items() if m in methods or not methods},
         budget=cfg.budget,
     )
     return profile(pcfg, Path(run_dir) / "profile")
