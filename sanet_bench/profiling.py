@@ -516,9 +516,11 @@ def profile_run(cfg, run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     lists them with the way to get their files) are not profiled: each would only fail again."""
     manifest = read_manifest(run_dir) or {}
     loaded = [m for m, info in manifest.get("weights", {}).items() if "error" not in info]
-    methods = [m for m in manifest.get("methods", cfg.methods) if m in loaded] if manifest else list(cfg.methods)
-    if manifest and not methods:
-        return []
+    methods = list(cfg.methods)
+    if manifest:
+        methods = [m for m in manifest.get("methods", cfg.methods) if m in loaded]
+        if not methods:
+            return []
     pcfg = ProfileConfig(
         methods=methods, sizes=list(cfg.profile_sizes or cfg.sizes), device=cfg.device,
         weights=cfg.weights,
