@@ -152,8 +152,7 @@ def weighted_total(losses: dict[str, Tensor], lambdas: dict[str, float] | None =
 # :func:`_residual_init`, trained with :func:`weighted_total` with lambdas 1, 3, 600, 1. lambda_id1 is raised
 # from the paper's 50 because the identity loss is SANet's own reconstruction term and the random offline
 # encoder needs it stronger. The transform trains at 0.1 x the rate: Adam moves every weight by about the
-# rate and merge_conv has a fan-in of 4,608 (at 3e-4, or 2e-5 with clipping, the output became one flat
-# colour within 50 steps; at 1e-5 it did not).
+# rate and merge_conv has a fan-in of 4,608 (measurements: docs/demo-weights.md).
 DEMO_UNITS = (
     Unit("sanet", "sanet", "SANet weighted_total (lambda_c 1, lambda_s 3, lambda_id1 600 (paper: 50), "
          "lambda_id2 1); transform started as T = merge(c4 + up(c5)) (zero out_convs, merge_conv 0.5 x "
