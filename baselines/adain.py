@@ -30,7 +30,7 @@ from sanet_bench.errors import ConfigError, ImageError
 from sanet_bench.method import Method
 from sanet_bench.nn.stats import adain, calc_mean_std
 from sanet_bench.nn.vgg import VGG_NORMALISED, VGGEncoder, decoder, vgg_normalised
-from sanet_bench.registry import MethodSpec, Option, Source, WeightFile, register_method
+from sanet_bench.registry import DemoRecipe, MethodSpec, Option, Source, Unit, WeightFile, register_method
 from sanet_bench.weights import load_file_into
 
 STYLE_WEIGHT = 10.0  # train.py --style_weight default (content weight 1.0)
@@ -173,6 +173,64 @@ def adain_total(losses: dict[str, Tensor], style_weight: float = STYLE_WEIGHT) -
     return losses["loss_c"] + style_weight * losses["loss_s"]
 
 
+# ------------------------------------------------------------------------------------------- demo weights
+# The demo decoder (sanet_bench.demo) starts from the WCT demo's d4 decoder (same architecture) and trains
+# with Eq. 11-13 plus a reconstruction term ``w_rec |D(E(c)) - c|^2`` (the alpha = 0 output), which the
+# random offline encoder needs to keep the content.
+DEMO_UNITS = (
+    Unit("adain", "adain", "AdaIN loss_c + 10 loss_s + w_rec * pixel MSE of D(E(c)) to c", 1500, 5e-4,
+         init="wct_d4", decay=500, clip=1.0, weights={"style": 10.0, "rec": 1000.0}),
+)
+
+
+def _demo_encoder(model: AdaIN) -> None:
+    from sanet_bench.demo import offline_state
+
+    model.encoder.vgg.load_state_dict(offline_state())
+
+
+def _apply_demo(model: AdaIN, state: dict[str, Tensor], path: Path) -> None:
+    from sanet_bench.demo import substate
+    from sanet_bench.weights import load_strict
+
+    _demo_encoder(model)
+    load_strict(model.decoder, substate(state, "decoder."), path, "the AdaIN demo decoder (decoder.*)")
+
+
+class _DemoJob:
+    """Unit ``adain``: the decoder (started from ``init``, a decoder state) on :func:`adain_total` with the
+    unit's style weight, plus ``weights["rec"]`` x the alpha-0 reconstruction MSE."""
+
+    def __init__(self, unit: Unit, model: AdaIN, init: dict[str, Tensor] | None):
+        self.unit, self.model = unit, model
+        _demo_encoder(model)
+        if init is not None:
+            model.decoder.load_state_dict(init)
+        self.trained = list(model.decoder.parameters())
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": self.trained, "lr_scale": 1.0}]
+
+    def result(self) -> dict[str, Tensor]:
+        return {f"decoder.{k}": v for k, v in self.model.decoder.state_dict().items()}
+
+    def load_result(self, state: dict[str, Tensor]) -> None:
+        from sanet_bench.demo import substate
+
+        self.model.decoder.load_state_dict(substate(state, "decoder."))
+
+    def losses(self, c: Tensor, s: Tensor) -> dict[str, Tensor]:
+        m, w = self.model, self.unit.weights
+        losses = adain_losses(m.encoder, m.decoder, c, s)
+        with torch.no_grad():
+            fc = m.encoder.last(c, depth=4)
+        rec = F.mse_loss(m.decoder(fc), c)
+        return {**losses, "rec": rec, "total": adain_total(losses, w["style"]) + w["rec"] * rec}
+
+
+DEMO = DemoRecipe(units=("wct_d4", "adain"), defines=DEMO_UNITS, apply=_apply_demo, job=_DemoJob)
+
+
 _RELEASE = "https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0/"
 _LICENSE = "naoto0804/pytorch-AdaIN release v0.0.0 (MIT), converted from xunhuang1995/AdaIN-style (Torch7)"
 
@@ -194,7 +252,8 @@ SPEC = register_method(
             ),
         ),
         default_alpha=1.0,
-        weights_kinds=("official", "random", "demo", "auto"),  # demo: sanet_bench.demo
+        weights_kinds=("official", "random", "demo", "auto"),
+        demo=DEMO,
         options=(
             Option("preserve_color", False, "recolour the style to the content's colours (function.coral)"),
             Option(

@@ -40,6 +40,7 @@ import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ from torch import Tensor, nn
 from sanet_bench.errors import WeightsError
 from sanet_bench.io import atomic_write_bytes
 from sanet_bench.method import Method
-from sanet_bench.registry import MethodSpec, Source, WeightFile, register_method
+from sanet_bench.registry import DemoRecipe, MethodSpec, Source, Unit, WeightFile, register_method
 
 NPZ = "avatar_net.npz"
 MEAN_RGB = (123.68, 116.78, 103.94)  # models/preprocessing.py mean_image_subtraction, RGB order
@@ -364,6 +365,86 @@ def convert_tf_checkpoint(ckpt_prefix: str | os.PathLike, out_npz: str | os.Path
     return export_variables(variables, out_npz, str(ckpt_prefix))
 
 
+# ------------------------------------------------------------------------------------------- demo weights
+# The demo decoder (sanet_bench.demo) is trained for reconstruction (paper Sec. 3.2: pixel + perceptual over
+# relu1_1..relu4_1), its AdaIN skip connections fed by the content's own features. The encoder is the
+# offline VGG's conv1_1..conv4_1 (:func:`avatar_encoder_state`).
+DEMO_UNITS = (
+    Unit("avatar-net", "avatar-net", "pixel MSE + 0.01 perceptual MSE, relu1_1..relu4_1 (Sheng et al.)",
+         300, 1e-3, weights={"perceptual": 0.01}),
+)
+
+
+def avatar_encoder_state() -> dict[str, Tensor]:
+    """Avatar-Net ``encoder.*`` weights from the offline VGG: conv i of the normalised VGG after module 0.
+
+    Module 0 of the normalised VGG maps RGB [0,1] to BGR*255 - mean; Avatar-Net feeds RGB*255 - mean, so
+    conv1_1 takes the same values with its input channels reversed.
+    """
+    from sanet_bench.demo import offline_state
+    from sanet_bench.nn.vgg import VGG_CONVS
+
+    vgg = offline_state()
+    names = [layer[0] for layer in ENCODER if layer is not None]
+    state = {}
+    for name, idx in zip(names, VGG_CONVS[1:], strict=False):
+        w = vgg[f"{idx}.weight"]
+        state[f"encoder.{name}.weight"] = w[:, [2, 1, 0]] if name == "conv1_1" else w
+        state[f"encoder.{name}.bias"] = vgg[f"{idx}.bias"]
+    return state
+
+
+def _demo_encoder(model: AvatarNet) -> None:
+    from sanet_bench.demo import substate
+
+    model.encoder.load_state_dict(substate(avatar_encoder_state(), "encoder."))
+
+
+def _apply_demo(model: AvatarNet, state: dict[str, Tensor], path: Path) -> None:
+    from sanet_bench.demo import substate
+    from sanet_bench.weights import load_strict
+
+    _demo_encoder(model)
+    load_strict(model.decoder, substate(state, "decoder."), path, "the Avatar-Net demo decoder (decoder.*)")
+
+
+class _DemoJob:
+    """Unit ``avatar-net``: the decoder reconstructs the content from its relu4_1 with the content's own
+    skip features; pixel MSE + ``weights["perceptual"]`` x the mean feature MSE over relu1_1..relu4_1."""
+
+    def __init__(self, unit: Unit, model: AvatarNet, init: dict[str, Tensor] | None):
+        self.unit, self.model = unit, model
+        _demo_encoder(model)
+        if init is not None:
+            model.decoder.load_state_dict(init)
+        self.trained = list(model.decoder.parameters())
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": self.trained, "lr_scale": 1.0}]
+
+    def result(self) -> dict[str, Tensor]:
+        return {f"decoder.{k}": v for k, v in self.model.decoder.state_dict().items()}
+
+    def load_result(self, state: dict[str, Tensor]) -> None:
+        from sanet_bench.demo import substate
+
+        self.model.decoder.load_state_dict(substate(state, "decoder."))
+
+    def losses(self, c: Tensor, s: Tensor) -> dict[str, Tensor]:
+        m = self.model
+        x = c * 255.0 - m.mean
+        with torch.no_grad():
+            feats = m.encoder(x)
+        out = m.decoder(feats["conv4_1"], feats) / 255.0
+        ofeats = m.encoder(out * 255.0 - m.mean)
+        perc = sum(F.mse_loss(ofeats[k], feats[k]) for k in feats) / len(feats)
+        pix = F.mse_loss(out, c)
+        return {"pixel": pix, "perceptual": perc, "total": pix + self.unit.weights["perceptual"] * perc}
+
+
+DEMO = DemoRecipe(units=("avatar-net",), defines=DEMO_UNITS, apply=_apply_demo, job=_DemoJob)
+
+
 SPEC = register_method(
     MethodSpec(
         name="avatar-net",
@@ -389,7 +470,8 @@ SPEC = register_method(
             ),
         ),
         default_alpha=0.8,
-        weights_kinds=("official", "random", "demo", "auto"),  # demo: sanet_bench.demo
+        weights_kinds=("official", "random", "demo", "auto"),
+        demo=DEMO,
         notes="alpha is the official inter_weight (content/style blend in the whitened space)",
     )
 )

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from sanet_bench.errors import ConfigError
 from sanet_bench.method import Method
 from sanet_bench.nn.stats import gram
-from sanet_bench.nn.vgg import VGG_NORMALISED, vgg_normalised
-from sanet_bench.registry import MethodSpec, Option, register_method
+from sanet_bench.nn.vgg import VGG_NORMALISED, offline_vgg_normalised, vgg_normalised
+from sanet_bench.registry import DemoRecipe, MethodSpec, Option, register_method
 from sanet_bench.weights import load_file_into
 
 # Module indices (in the 53-module vgg_normalised Sequential) of the ReLU outputs used.
@@ -135,6 +135,12 @@ class Gatys(Method):
         return torch.cat(outs)
 
 
+def _apply_demo(model: Gatys, state: dict[str, Tensor], path: Path | None) -> None:
+    """Gatys optimises the image itself, so its demo "weights" are the offline encoder alone: nothing is
+    trained or shipped for it (``state`` is empty)."""
+    model.features.vgg.load_state_dict(offline_vgg_normalised()[: len(model.features.vgg)].state_dict())
+
+
 SPEC = register_method(
     MethodSpec(
         name="gatys",
@@ -153,7 +159,8 @@ SPEC = register_method(
         budgets={
             "run": {"iters": 5}, "profile": {"iters": 10}, "full": {"iters": 100}, "paper": {"iters": 300},
         },
-        weights_kinds=("official", "random", "demo", "auto"),  # demo: the offline encoder (sanet_bench.demo)
+        weights_kinds=("official", "random", "demo", "auto"),
+        demo=DemoRecipe(apply=_apply_demo),  # trains nothing: the offline encoder
         min_size=16,
         notes="optimises the image from the content; alpha scales the style loss (alpha=0: the content)",
     )

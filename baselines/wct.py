@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from sanet_bench.errors import WeightsError
 from sanet_bench.method import Method
 from sanet_bench.nn.vgg import SLICES, vgg_normalised
-from sanet_bench.registry import MethodSpec, Source, WeightFile, register_method
+from sanet_bench.registry import DemoRecipe, MethodSpec, Source, Unit, WeightFile, register_method
 from sanet_bench.weights import load_file_into, load_strict
 
 EIG_THRESHOLD = 1e-5  # test_wct.lua: eigenvalues < 0.00001 are dropped
@@ -230,6 +230,116 @@ def _files() -> tuple[WeightFile, ...]:
     return tuple(files)
 
 
+# ------------------------------------------------------------------------------------------- demo weights
+# The demo decoders (sanet_bench.demo) are trained for reconstruction (Li et al. 2017, Sec. 3.1): pixel MSE +
+# feature MSE. The random offline encoder's features have unit variance, ~100x the pixel MSE's scale, so the
+# feature term gets 0.01. d5 = a trained head (its four 512-channel convs, modules 0..13) + a tail that is
+# the trained d4 (d5 modules 14..41 have d4's modules 1..28); only the head is trained, with d4 frozen.
+D5_TAIL_OFFSET = 13
+_FEAT = {"feature": 0.01}
+DEMO_UNITS = (
+    Unit("wct_d4", "wct", "pixel MSE + 0.01 feature MSE at relu4_1 (Li et al. 2017)", 2400, 1e-3,
+         decay=2000, weights={"feature": 0.01}),
+    Unit("wct_d1", "wct", "pixel MSE + 0.01 feature MSE at relu1_1", 1000, 5e-3, decay=200, weights=_FEAT),
+    Unit("wct_d2", "wct", "pixel MSE + 0.01 feature MSE at relu2_1", 600, 2e-3, decay=150, weights=_FEAT),
+    Unit("wct_d3", "wct", "pixel MSE + 0.01 feature MSE at relu3_1", 600, 1e-3, decay=150, weights=_FEAT),
+    Unit("wct_d5", "wct", "pixel MSE + 0.01 feature MSE at relu5_1; head only, tail = trained d4 frozen",
+         800, 1e-3, init="wct_d4", decay=400, clip=1.0, weights={"feature": 0.01}),
+)
+
+
+def wct_d5_state(head: dict[str, Tensor], d4: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The d5 decoder's state from its head (modules 0..13) and a d4 decoder's state (its tail)."""
+    tail = {f"{int(k.split('.')[0]) + D5_TAIL_OFFSET}.{k.split('.', 1)[1]}": v for k, v in d4.items()}
+    return {**head, **tail}
+
+
+def _demo_encoders(model: WCT) -> None:
+    from sanet_bench.demo import offline_state
+
+    vgg = offline_state()
+    for enc in model.encoders:
+        enc.load_state_dict({k: vgg[k] for k in enc.state_dict()})
+
+
+def _apply_demo(model: WCT, state: dict[str, Tensor], path: Path) -> None:
+    from sanet_bench.demo import substate
+
+    _demo_encoders(model)
+    for i in range(4):
+        dec = substate(state, f"decoders.{i}.")
+        load_strict(model.decoders[i], dec, path, f"the WCT demo decoder d{i + 1}")
+    d5 = wct_d5_state(substate(state, "decoders.4."), substate(state, "decoders.3."))
+    load_strict(model.decoders[4], d5, path, "the WCT demo decoder d5 (head decoders.4.* + d4 tail)")
+
+
+def _level(unit: Unit) -> int:
+    return int(unit.name.removeprefix("wct_d"))
+
+
+def _demo_init_state(unit: Unit, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """What a WCT unit hands to a unit started from it: its decoder's state (d4's: AdaIN's, SANet's, d5's)."""
+    from sanet_bench.demo import substate
+
+    return substate(state, f"decoders.{_level(unit) - 1}.")
+
+
+class _DemoJob:
+    """Unit ``wct_dK``: decoder K trained for reconstruction through encoder K; ``wct_d5`` trains d5's head
+    on the tail ``init`` (the trained d4 decoder)."""
+
+    def __init__(self, unit: Unit, model: WCT, init: dict[str, Tensor] | None):
+        self.unit, self.model, self.level = unit, model, _level(unit)
+        _demo_encoders(model)
+        dec = model.decoders[self.level - 1]
+        if self.level == 5:
+            dec.load_state_dict(wct_d5_state(self.head_state(), init))
+            self.trained = list(dec[: D5_TAIL_OFFSET + 1].parameters())
+        else:
+            self.trained = list(dec.parameters())
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": self.trained, "lr_scale": 1.0}]
+
+    def head_state(self) -> dict[str, Tensor]:
+        return {k: v for k, v in self.model.decoders[4].state_dict().items()
+                if int(k.split(".")[0]) <= D5_TAIL_OFFSET}
+
+    def result(self) -> dict[str, Tensor]:
+        if self.level == 5:
+            return {f"decoders.4.{k}": v for k, v in self.head_state().items()}
+        dec = self.model.decoders[self.level - 1]
+        return {f"decoders.{self.level - 1}.{k}": v for k, v in dec.state_dict().items()}
+
+    def load_result(self, state: dict[str, Tensor]) -> None:
+        from sanet_bench.demo import substate
+
+        dec = self.model.decoders[self.level - 1]
+        if self.level == 5:
+            cur = dec.state_dict()
+            cur.update(substate(state, "decoders.4."))
+            dec.load_state_dict(cur)
+        else:
+            dec.load_state_dict(substate(state, f"decoders.{self.level - 1}."))
+
+    def losses(self, c: Tensor, s: Tensor) -> dict[str, Tensor]:
+        enc, dec = self.model.encoders[self.level - 1], self.model.decoders[self.level - 1]
+        with torch.no_grad():
+            f = enc(c)
+        out = dec(f)[..., : c.shape[-2], : c.shape[-1]]
+        pix, feat = F.mse_loss(out, c), F.mse_loss(enc(out), f)
+        return {"pixel": pix, "feature": feat, "total": pix + self.unit.weights["feature"] * feat}
+
+
+DEMO = DemoRecipe(
+    units=("wct_d4", "wct_d1", "wct_d2", "wct_d3", "wct_d5"),
+    defines=DEMO_UNITS,
+    apply=_apply_demo,
+    job=_DemoJob,
+    init_state=_demo_init_state,
+)
+
+
 SPEC = register_method(
     MethodSpec(
         name="wct",
@@ -241,7 +351,8 @@ SPEC = register_method(
         factory=WCT,
         files=_files(),
         default_alpha=0.6,
-        weights_kinds=("official", "random", "demo", "auto"),  # demo: sanet_bench.demo
+        weights_kinds=("official", "random", "demo", "auto"),
+        demo=DEMO,
         min_size=64,
         notes="each level's .t7 (with torchfile) can stand in for its .pth; the transform stage is the "
         "float64 eigendecomposition WCT",

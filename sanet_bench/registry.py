@@ -90,6 +90,57 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Unit:
+    """One trained module of a demo recipe (:mod:`sanet_bench.demo` trains it): ``steps`` Adam updates on
+    ``batch`` random ``crop`` px crops, at a constant ``lr`` except for the last ``decay`` steps, where it
+    falls to 0 along a half cosine; ``clip`` bounds the gradient norm (a spike at a constant rate can kill
+    the decoder's ReLUs: the output becomes one flat colour). ``transform_lr`` is a transform's rate as a
+    fraction of ``lr`` (SANet's). ``init`` names the unit (of any method) whose result starts this one;
+    ``weights`` are the loss weights, read by the owning method's training job. Every field but ``name``
+    is recorded in the demo manifest."""
+
+    name: str
+    method: str  # the method whose module defines it (and whose training job runs it)
+    objective: str  # what the loss is, in words (the manifest repeats it)
+    steps: int
+    lr: float
+    crop: int = 64
+    batch: int = 4
+    load_size: int = 160  # shorter side before cropping
+    init: str = ""  # unit whose result initialises this one
+    decay: int = 0
+    clip: float = 0.0  # max gradient norm (0: no clipping)
+    transform_lr: float = 1.0  # the transform's rate as a fraction of ``lr``
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """How a method's demo weights (:mod:`sanet_bench.demo`) are trained and loaded; declared by the method.
+
+    ``units``: the unit names trained for this method, in order (any method's: AdaIN starts from WCT's
+    ``wct_d4``); the shipped file holds the results of those whose ``Unit.method`` is this method.
+    ``defines``: the :class:`Unit` recipes this method's module owns. ``apply(model, state, path)`` loads
+    a dequantised shipped state (and the offline encoder) into a built model; a recipe with no ``units``
+    trains nothing and ships no file: its ``apply`` gets an empty state (Gatys: the offline encoder alone).
+    ``job(unit, model, init)`` returns the training job of one of ``defines`` on a freshly built, frozen
+    ``model``: an object with ``model``, ``trained`` (the parameters it trains), ``param_groups()``
+    (Adam groups, each with an ``lr_scale``), ``result()`` (the trained tensors, keyed as in the shipped
+    file), ``load_result(state)`` and ``losses(c, s)`` (a dict with ``"total"``). ``init`` is the result
+    of ``unit.init`` passed through its own recipe's ``init_state(unit, state)``. ``reconstruction_alpha``
+    is the alpha of the content-as-its-own-style reconstruction check (``reconstruction`` says it in words).
+    """
+
+    units: tuple[str, ...] = ()
+    defines: tuple[Unit, ...] = ()
+    apply: Callable[..., None] | None = None
+    job: Callable[..., Any] | None = None
+    init_state: Callable[..., Any] | None = None  # None: a unit's result initialises others as it is
+    reconstruction_alpha: float = 0.0
+    reconstruction: str = "alpha 0, content as its own style"
+
+
+@dataclass(frozen=True)
 class MethodCard:
     """A method's metadata: plain data."""
 
@@ -110,6 +161,7 @@ class MethodCard:
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: str = ""
     weights_kinds: tuple[str, ...] = ("official", "random")
+    demo: DemoRecipe | None = None  # how its demo weights are made and loaded (sanet_bench.demo)
 
     def file(self, name: str) -> WeightFile:
         for f in self.files:

@@ -23,6 +23,7 @@ Differences from the reference, none of which change its outputs where it runs:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ from .method import Method
 from .nn.attention import attention
 from .nn.stats import calc_mean_std, mean_variance_norm
 from .nn.vgg import VGG_NORMALISED, VGGEncoder, decoder, vgg_normalised
-from .registry import MethodSpec, Source, WeightFile, register_method
+from .registry import DemoRecipe, MethodSpec, Source, Unit, WeightFile, register_method
 from .weights import load_file_into
 
 
@@ -146,6 +147,91 @@ def weighted_total(losses: dict[str, Tensor], lambdas: dict[str, float] | None =
     )
 
 
+# ------------------------------------------------------------------------------------------- demo weights
+# The demo model (sanet_bench.demo): decoder started from the WCT demo's d4 decoder, transform from
+# :func:`_residual_init`, trained with :func:`weighted_total` with lambdas 1, 3, 600, 1. lambda_id1 is raised
+# from the paper's 50 because the identity loss is SANet's own reconstruction term and the random offline
+# encoder needs it stronger. The transform trains at 0.1 x the rate: Adam moves every weight by about the
+# rate and merge_conv has a fan-in of 4,608 (measurements: docs/demo-weights.md).
+DEMO_UNITS = (
+    Unit("sanet", "sanet", "SANet weighted_total (lambda_c 1, lambda_s 3, lambda_id1 600 (paper: 50), "
+         "lambda_id2 1); transform started as T = merge(c4 + up(c5)) (zero out_convs, merge_conv 0.5 x "
+         "identity)", 2000, 1e-4, batch=2, init="wct_d4", decay=800, transform_lr=0.1,
+         weights={"lambda_id1": 600.0}),
+)
+
+
+def _residual_init(transform: nn.Module) -> None:
+    """Start the transform near the content path (as ReZero-style residual inits do): each block's
+    ``out_conv`` is zero, so ``SANet(c, s) = c``, and ``merge_conv`` is half the identity 3x3 kernel, so
+    ``T = (c4 + up(c5)) / 2`` keeps relu4_1's scale for a decoder started from WCT d4; the attention then
+    learns through ``out_conv``'s gradient. A few hundred steps cannot undo a random merge."""
+    with torch.no_grad():
+        for block in (transform.sanet4_1, transform.sanet5_1):
+            block.out_conv.weight.zero_()
+            block.out_conv.bias.zero_()
+        w = transform.merge_conv.weight
+        w.zero_()
+        w[torch.arange(w.shape[0]), torch.arange(w.shape[1]), 1, 1] = 0.5
+        transform.merge_conv.bias.zero_()
+
+
+def _demo_encoder(model: SANet) -> None:
+    from .demo import offline_state
+
+    model.encoder.vgg.load_state_dict(offline_state())
+
+
+def _apply_demo(model: SANet, state: dict[str, Tensor], path: Path) -> None:
+    from .demo import substate
+    from .weights import load_strict
+
+    _demo_encoder(model)
+    load_strict(model.decoder, substate(state, "decoder."), path, "the SANet demo decoder (decoder.*)")
+    transform = substate(state, "transform.")
+    load_strict(model.transform, transform, path, "the SANet demo transform (transform.*)")
+
+
+class _DemoJob:
+    """Unit ``sanet``: decoder (started from ``init``, a decoder state) and transform (residual init, at
+    ``unit.transform_lr`` x the rate) on :func:`weighted_total` with the unit's lambdas."""
+
+    def __init__(self, unit: Unit, model: SANet, init: dict[str, Tensor] | None):
+        self.unit, self.model = unit, model
+        _demo_encoder(model)
+        if init is not None:
+            model.decoder.load_state_dict(init)
+        _residual_init(model.transform)
+        self.trained = list(model.decoder.parameters()) + list(model.transform.parameters())
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": list(self.model.decoder.parameters()), "lr_scale": 1.0},
+                {"params": list(self.model.transform.parameters()), "lr_scale": self.unit.transform_lr}]
+
+    def result(self) -> dict[str, Tensor]:
+        m = self.model
+        return {**{f"decoder.{k}": v for k, v in m.decoder.state_dict().items()},
+                **{f"transform.{k}": v for k, v in m.transform.state_dict().items()}}
+
+    def load_result(self, state: dict[str, Tensor]) -> None:
+        from .demo import substate
+
+        self.model.decoder.load_state_dict(substate(state, "decoder."))
+        self.model.transform.load_state_dict(substate(state, "transform."))
+
+    def losses(self, c: Tensor, s: Tensor) -> dict[str, Tensor]:
+        m = self.model
+        losses = sanet_losses(m.encoder, m.transform, m.decoder, c, s)
+        return {**losses, "total": weighted_total(losses, self.unit.weights)}
+
+
+DEMO = DemoRecipe(
+    units=("wct_d4", "sanet"), defines=DEMO_UNITS, apply=_apply_demo, job=_DemoJob,
+    reconstruction_alpha=1.0,  # alpha 0 is the content's relu4_1 decoded, which skips the transform
+    reconstruction="content as its own style, alpha 1 (D(T(c, c)))",
+)
+
+
 _YANDEX = "https://yadi.sk/d/"  # GlebSBrykin/SANET README: "Links to weights on Yandex.Disk"
 
 SPEC = register_method(
@@ -171,7 +257,8 @@ SPEC = register_method(
             ),
         ),
         default_alpha=1.0,
-        weights_kinds=("official", "random", "demo", "auto"),  # demo: sanet_bench.demo
+        weights_kinds=("official", "random", "demo", "auto"),
+        demo=DEMO,
         notes="alpha<1 interpolates relu4_1 features with the content's (not in the reference)",
     )
 )

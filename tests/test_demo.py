@@ -62,19 +62,21 @@ def test_quantise_keeps_a_square_convs_centre_diagonal_exactly():
 
 
 def test_wct_d5_tail_is_d4():
-    from baselines.wct import decoder
+    from baselines.wct import D5_TAIL_OFFSET, decoder, wct_d5_state
 
     d4, d5 = decoder(4), decoder(5)
-    head = {k: v for k, v in d5.state_dict().items() if int(k.split(".")[0]) <= demo.D5_TAIL_OFFSET}
-    d5.load_state_dict(demo.wct_d5_state(head, d4.state_dict()), strict=True)
+    head = {k: v for k, v in d5.state_dict().items() if int(k.split(".")[0]) <= D5_TAIL_OFFSET}
+    d5.load_state_dict(wct_d5_state(head, d4.state_dict()), strict=True)
     x = torch.randn(1, 512, 4, 4)
-    mid = d5[: demo.D5_TAIL_OFFSET](x)  # the head's output feeds the shared tail
-    assert torch.allclose(d5[demo.D5_TAIL_OFFSET:](mid), d4(mid))
+    mid = d5[:D5_TAIL_OFFSET](x)  # the head's output feeds the shared tail
+    assert torch.allclose(d5[D5_TAIL_OFFSET:](mid), d4(mid))
 
 
 def test_avatar_encoder_is_the_offline_vgg_conv1():
+    from baselines.avatar_net import avatar_encoder_state
+
     vgg = offline_vgg_normalised()
-    st = demo.avatar_encoder_state()
+    st = avatar_encoder_state()
     x = torch.rand(1, 3, 12, 12)
     mean = torch.tensor((123.68, 116.78, 103.94)).view(1, 3, 1, 1)
     ours = F.conv2d(x * 255.0 - mean, st["encoder.conv1_1.weight"], st["encoder.conv1_1.bias"])
@@ -166,7 +168,7 @@ def test_learning_rate_is_constant_then_falls_along_a_half_cosine():
 def test_a_longer_run_extends_a_constant_rate_checkpoint_exactly(home, tmp_path, monkeypatch):
     from dataclasses import replace
 
-    monkeypatch.setitem(demo.UNITS, "wct_d1", replace(demo.UNITS["wct_d1"], decay=1))
+    monkeypatch.setitem(demo.units(), "wct_d1", replace(demo.units()["wct_d1"], decay=1))
     demo.train_unit("wct_d1", steps=3)  # iterations 0-1 at the constant rate, 2 decays
     ckpt = torch.load(home / "demo_train" / "wct_d1" / "ckpt.pt", weights_only=True)
     assert (ckpt["iteration"], ckpt["decay"]) == (3, 1)
@@ -176,7 +178,7 @@ def test_a_longer_run_extends_a_constant_rate_checkpoint_exactly(home, tmp_path,
     assert len(grown["losses"]) == 5 and torch.equal(grown["state"]["decoders.0.1.weight"],
                                                      fresh["state"]["decoders.0.1.weight"])
     # From a constant-rate checkpoint a longer run continues and gives the uninterrupted run's weights.
-    monkeypatch.setitem(demo.UNITS, "wct_d1", replace(demo.UNITS["wct_d1"], decay=0))
+    monkeypatch.setitem(demo.units(), "wct_d1", replace(demo.units()["wct_d1"], decay=0))
     short = demo.train_unit("wct_d1", steps=2, root=tmp_path / "ext")
     extended = demo.train_unit("wct_d1", steps=4, root=tmp_path / "ext")
     direct = demo.train_unit("wct_d1", steps=4, root=tmp_path / "direct")
@@ -188,9 +190,9 @@ def test_sanet_transform_trains_at_its_fraction_of_the_rate(home):
     demo.train_unit("sanet", steps=1)  # and wct_d4, its init, for 1 step too
     ckpt = torch.load(home / "demo_train" / "sanet" / "ckpt.pt", weights_only=True)
     groups = ckpt["optimizer"]["param_groups"]
-    unit = demo.UNITS["sanet"]
+    unit = demo.units()["sanet"]
     assert [g["lr"] for g in groups] == pytest.approx([unit.lr, unit.lr * unit.transform_lr])
-    job = demo._Job(unit, None)
+    job = demo.job(unit, None)
     decoder, transform = (g["params"] for g in job.param_groups())
     assert len(transform) == len(list(job.model.transform.parameters()))
     assert len(decoder) + len(transform) == len(job.trained)
@@ -201,10 +203,10 @@ def test_sanet_unit_weights_override_its_lambdas():
 
     from sanet_bench.sanet import weighted_total
 
-    unit = replace(demo.UNITS["sanet"], weights={"lambda_id1": 500.0})
+    unit = replace(demo.units()["sanet"], weights={"lambda_id1": 500.0})
     g = torch.Generator().manual_seed(0)
     c, s = torch.rand(1, 3, 32, 32, generator=g), torch.rand(1, 3, 32, 32, generator=g)
-    out = demo._Job(unit, None).losses(c, s)
+    out = demo.job(unit, None).losses(c, s)
     assert float(out["total"]) == pytest.approx(float(weighted_total(out, {"lambda_id1": 500.0})))
     assert float(out["total"]) > float(weighted_total(out)) + 400 * float(out["l_identity1"])
 
@@ -213,7 +215,7 @@ def test_a_unit_restarts_when_its_loss_weights_changed(home, monkeypatch):
     from dataclasses import replace
 
     first = demo.train_unit("wct_d1", steps=2)
-    monkeypatch.setitem(demo.UNITS, "wct_d1", replace(demo.UNITS["wct_d1"], weights={"feature": 0.02}))
+    monkeypatch.setitem(demo.units(), "wct_d1", replace(demo.units()["wct_d1"], weights={"feature": 0.02}))
     again = demo.train_unit("wct_d1", steps=2)
     ckpt = torch.load(home / "demo_train" / "wct_d1" / "ckpt.pt", weights_only=True)
     assert ckpt["weights"] == {"feature": 0.02}
@@ -223,13 +225,13 @@ def test_a_unit_restarts_when_its_loss_weights_changed(home, monkeypatch):
 def test_a_unit_restarts_when_its_init_changed(home, monkeypatch):
     from dataclasses import replace
 
-    monkeypatch.setitem(demo.UNITS, "wct_d4", replace(demo.UNITS["wct_d4"], steps=1, decay=0))
-    monkeypatch.setitem(demo.UNITS, "wct_d5", replace(demo.UNITS["wct_d5"], steps=1, decay=0))
+    monkeypatch.setitem(demo.units(), "wct_d4", replace(demo.units()["wct_d4"], steps=1, decay=0))
+    monkeypatch.setitem(demo.units(), "wct_d5", replace(demo.units()["wct_d5"], steps=1, decay=0))
     demo.train_unit("wct_d5")
     d5 = home / "demo_train" / "wct_d5" / "ckpt.pt"
     assert torch.load(d5, weights_only=True)["init"] == "wct_d4@1"
-    monkeypatch.setitem(demo.UNITS, "wct_d4", replace(demo.UNITS["wct_d4"], steps=2))
-    monkeypatch.setitem(demo.UNITS, "wct_d5", replace(demo.UNITS["wct_d5"], steps=2))
+    monkeypatch.setitem(demo.units(), "wct_d4", replace(demo.units()["wct_d4"], steps=2))
+    monkeypatch.setitem(demo.units(), "wct_d5", replace(demo.units()["wct_d5"], steps=2))
     again = demo.train_unit("wct_d5")  # d4 grew, so d5's 1-step checkpoint (trained on d4@1) is not reused
     assert torch.load(d5, weights_only=True)["init"] == "wct_d4@2" and len(again["losses"]) == 2
 
@@ -238,8 +240,8 @@ def test_init_unit_keeps_its_own_recipe(home, monkeypatch):
     """Training a unit started from another must not retrain that one with a different step count."""
     from dataclasses import replace
 
-    monkeypatch.setitem(demo.UNITS, "wct_d4", replace(demo.UNITS["wct_d4"], steps=2, decay=0))
-    monkeypatch.setitem(demo.UNITS, "wct_d5", replace(demo.UNITS["wct_d5"], steps=1))
+    monkeypatch.setitem(demo.units(), "wct_d4", replace(demo.units()["wct_d4"], steps=2, decay=0))
+    monkeypatch.setitem(demo.units(), "wct_d5", replace(demo.units()["wct_d5"], steps=1))
     demo.train_unit("wct_d5")
     d4 = torch.load(home / "demo_train" / "wct_d4" / "ckpt.pt", weights_only=True)
     assert d4["steps_planned"] == 2 and d4["iteration"] == 2
@@ -264,11 +266,11 @@ def test_train_demo_cli_smoke(home, tmp_path):
 # ------------------------------------------------------------------------------------- the shipped weights
 def test_shipped_demo_weights_fit_the_size_budget():
     shipped = demo.read_manifest()
-    assert shipped and set(shipped) <= set(demo.DEMO_METHODS)
+    assert shipped and set(shipped) <= set(demo.demo_methods())
     assert sum((demo.DEMO_DIR / e["file"]).stat().st_size for e in shipped.values()) <= 30 * 1000 * 1000
 
 
-@pytest.mark.parametrize("name", demo.DEMO_METHODS)
+@pytest.mark.parametrize("name", demo.demo_methods())
 def test_shipped_demo_weights_load_offline_with_sha256(name):
     entry = demo.read_manifest()[name]  # every trainable method ships demo weights
     m = load_method(name, weights="demo")
@@ -281,7 +283,7 @@ def test_shipped_demo_weights_load_offline_with_sha256(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", demo.DEMO_METHODS)
+@pytest.mark.parametrize("name", demo.demo_methods())
 def test_demo_keeps_content_and_transfers_style(name, request):
     recorded = demo.acceptance(demo.read_manifest()[name])
     if recorded.startswith("FAILS"):  # strict: once retrained weights pass, record their checks
