@@ -20,12 +20,40 @@ from parity_weights import write_official
 import cli
 from sanet_bench import registry, weights
 from sanet_bench.api import load_method
+from sanet_bench.method import Method
 from sanet_bench.registry import MethodSpec, Source, WeightFile
-from sanet_bench.weights import cache_dir, import_dir, pull, pull_alexnet, recorded_sha256, verify
+from sanet_bench.weights import (
+    cache_dir,
+    import_dir,
+    load_file_into,
+    pull,
+    pull_alexnet,
+    recorded_sha256,
+    verify,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 A = b"first file " * 100
-B = b"second file " * 100
+
+
+def saved(state: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+class Tiny(Method):
+    """A registered test method whose one checked file, ``own.bin``, holds a 2x2 linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+
+    def load_official(self, paths):
+        load_file_into(self.lin, paths["own.bin"], self.spec, "own.bin")
+
+
+B = saved({"weight": torch.ones(2, 2), "bias": torch.zeros(2)})  # own.bin: loads into Tiny
 
 
 def sha(b: bytes) -> str:
@@ -41,9 +69,7 @@ def fake_methods(monkeypatch, srv):
     """Two registered methods sharing ``shared.bin`` (sha known), plus ``own.bin`` without a published sha."""
 
     def spec(name, files):
-        return MethodSpec(
-            name=name, title=name, citation="test", reference="test", factory=lambda: None, files=files
-        )
+        return MethodSpec(name=name, title=name, citation="test", reference="test", factory=Tiny, files=files)
 
     sources = (Source(srv.url("/dead/shared.bin")), Source(srv.url("/rel/shared.bin")))
     shared = WeightFile("shared.bin", sources, sha256=sha(A), license="test licence")
@@ -142,13 +168,17 @@ def test_import_parity_files_then_load_official_from_cache(tmp_path):
     write_official(PARITY / "sanet", tmp_path / "downloads" / "nested")
     res = invoke("import", str(tmp_path / "downloads"))
     assert res.exit_code == 0, res.output
-    files = {"vgg_normalised.pth", "decoder_iter_500000.pth", "transformer_iter_500000.pth"}
+    files = {"decoder_iter_500000.pth", "transformer_iter_500000.pth"}
     assert {p.name for p in cache_dir("sanet").iterdir()} == files
-    # vgg_normalised.pth goes to every method that lists it
+    # vgg_normalised.pth (shared) is cached once, in the shared folder, and serves every method that lists it
+    assert [p.name for p in cache_dir("shared").iterdir()] == ["vgg_normalised.pth"]
+    gatys = weights.resolve_official(registry.get_method_card("gatys"))
+    assert gatys == {"vgg_normalised.pth": cache_dir("shared") / "vgg_normalised.pth"}
     for m in ("adain", "gatys"):
-        assert (cache_dir(m) / "vgg_normalised.pth").is_file()
+        assert not (cache_dir(m) / "vgg_normalised.pth").exists()
         assert not (cache_dir(m) / "decoder_iter_500000.pth").exists()
     rec = json.loads(weights.recorded_path().read_text())
+    assert "shared/vgg_normalised.pth" in rec and "sanet/vgg_normalised.pth" not in rec
     src = tmp_path / "downloads" / "nested" / "decoder_iter_500000.pth"
     assert rec["sanet/decoder_iter_500000.pth"] == weights.sha256_file(src)
     model = load_method("sanet", weights="official")  # no weights_dir: the cache
