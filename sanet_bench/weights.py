@@ -74,9 +74,7 @@ def resolve_official(spec: MethodCard, weights_dir: str | os.PathLike | None = N
     paths: dict[str, Path] = {}
     missing: list[WeightFile] = []
     for f in spec.files:
-        p = base / f.name
-        if weights_dir is None and not p.is_file():
-            p = cached_copy(spec.name, f) or p
+        p = base / f.name if weights_dir is not None else cached_copy(spec.name, f) or base / f.name
         if p.is_file():
             paths[f.name] = p
         elif not f.optional and not any(  # an optional alternative format of it (x.t7 for x.pth) stands in
