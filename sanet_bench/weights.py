@@ -64,7 +64,7 @@ def where_published(f: WeightFile) -> str:
         return "no public source is known"
     src = f.sources[0]
     inside = f" inside {f.archive}" if f.archive else ""
-    return f"{'get it by hand from' if src.kind == 'manual' else 'published at'} {src.url}{inside}"
+    return f"published at {src.url}{inside}{'; download it by hand' if src.kind == 'manual' else ''}"
 
 
 def resolve_official(spec: MethodCard, weights_dir: str | os.PathLike | None = None) -> dict[str, Path]:
