@@ -321,18 +321,25 @@ def _echo_outcomes(rows) -> int:
 @click.option("--weights-dir", type=click.Path(path_type=Path), help="Also look in this folder.")
 @user_errors
 def weights_list_cmd(methods, weights_dir):
-    """Each method's official files: size, sha256, source, licence, present/missing in the cache."""
+    """Each method's official files: size, sha256, source, licence, present/missing in the cache.
+
+    A sha256 marked (publisher) was published with the file; (recorded) is the first copy pulled or
+    imported here, recorded after it loaded into the method's architecture. Shared files (vgg_normalised.pth)
+    are cached once, in the shared folder, for every method."""
     from sanet_bench.weights import alexnet_path, file_table
 
+    origin = {"registry": "publisher", "recorded": "recorded"}
     for r in file_table(methods, weights_dir):
         size = r.file.size if r.file.size is not None else (r.path.stat().st_size if r.present else None)
         state = "present" if r.present else ("optional" if r.file.optional else "missing")
         if r.in_weights_dir is not None:
             state += f", {'in' if r.in_weights_dir else 'not in'} weights dir"
-        sha = f"sha256 {r.sha256} ({r.sha_origin})" if r.sha256 else "sha256 not published"
+        sha = f"sha256 {r.sha256} ({origin[r.sha_origin]})" if r.sha256 else "sha256 not published"
         click.echo(f"{r.method:<11} {r.file.name:<32} {state:<8} {_size(size):>9}  {sha}")
         src = ", ".join(f"{s.url} ({s.kind})" for s in r.file.sources) or "no public source"
-        click.echo(f"{'':<11} from {src}; licence: {r.file.license or 'not stated'}; cache {r.path}")
+        inside = f" (inside {r.file.archive}: {r.file.member})" if r.file.archive else ""
+        cache = f"{'shared ' if r.file.shared else ''}cache {r.path}"
+        click.echo(f"{'':<11} from {src}{inside}; licence: {r.file.license or 'not stated'}; {cache}")
     if not methods:
         a = alexnet_path()
         state = "present" if a.is_file() else "missing"
@@ -402,7 +409,7 @@ def weights_verify_cmd(methods):
 @click.argument("methods", nargs=-1)
 @user_errors
 def weights_path_cmd(methods):
-    """Print the cache folder (of each METHOD, or the root)."""
+    """Print the cache folder (of each METHOD, or the root); `shared` names the shared files' folder."""
     from sanet_bench.weights import cache_paths, home
 
     for p in cache_paths(methods) if methods else [home() / "weights"]:

@@ -93,21 +93,33 @@ def _trained_by_us(paths: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resolve_auto(spec: MethodSpec, weights_dir) -> tuple[dict | None, str]:
-    """``(official paths, "official")`` from weights_dir or a complete cache, else ``(None, "demo")``."""
+    """``(official paths, "official")`` from weights_dir or a complete cache, else (downloads allowed) after
+    pulling the missing files as torchvision does on first use (:func:`sanet_bench.weights.pull`: verified,
+    with a progress bar; manual-only files are never downloaded), else ``(None, "demo")`` with a one-line
+    warning giving the reason; without demo weights the reason is raised. ``SANET_BENCH_OFFLINE=1``: no
+    download is tried."""
     from . import demo
+    from .download import env_offline
+    from .weights import pull
 
     if weights_dir is not None:
         return resolve_official(spec, weights_dir), "official"
     try:
         return resolve_official(spec, None), "official"
     except WeightsError as e:
-        if not demo.available(spec.name):
-            raise
-        if spec.name not in _DEMO_NOTICED:  # once per method and process (a run loads it again to profile)
-            _DEMO_NOTICED.add(spec.name)
-            log.warning("%s: official weights not in the cache; using sanet-bench DEMO weights on a random "
-                        "offline encoder (not the paper's model): %s", spec.name, str(e).split(" — ")[0])
-        return None, "demo"
+        err = e
+    if not env_offline():
+        failed = [r for r in pull([spec.name], lpips=False, retries=1) if not r.ok]
+        if not failed:
+            return resolve_official(spec, None), "official"
+        err = WeightsError(f"{spec.name}: could not download {failed[0].name}: {failed[0].detail}")
+    if not demo.available(spec.name):
+        raise err
+    if spec.name not in _DEMO_NOTICED:  # once per method and process (a run loads it again to profile)
+        _DEMO_NOTICED.add(spec.name)
+        log.warning("%s: official weights not in the cache; using sanet-bench DEMO weights on a random "
+                    "offline encoder (not the paper's model): %s", spec.name, str(err).split(" — ")[0])
+    return None, "demo"
 
 
 _DEMO_NOTICED: set[str] = set()

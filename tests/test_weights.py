@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import os
+import pickle
+import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,12 +24,40 @@ from parity_weights import write_official
 import cli
 from sanet_bench import registry, weights
 from sanet_bench.api import load_method
+from sanet_bench.method import Method
 from sanet_bench.registry import MethodSpec, Source, WeightFile
-from sanet_bench.weights import cache_dir, import_dir, pull, pull_alexnet, recorded_sha256, verify
+from sanet_bench.weights import (
+    cache_dir,
+    import_dir,
+    load_file_into,
+    pull,
+    pull_alexnet,
+    recorded_sha256,
+    verify,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 A = b"first file " * 100
-B = b"second file " * 100
+
+
+def saved(state: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+class Tiny(Method):
+    """A registered test method whose one checked file, ``own.bin``, holds a 2x2 linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+
+    def load_official(self, paths):
+        load_file_into(self.lin, paths["own.bin"], self.spec, "own.bin")
+
+
+B = saved({"weight": torch.ones(2, 2), "bias": torch.zeros(2)})  # own.bin: loads into Tiny
 
 
 def sha(b: bytes) -> str:
@@ -41,9 +73,7 @@ def fake_methods(monkeypatch, srv):
     """Two registered methods sharing ``shared.bin`` (sha known), plus ``own.bin`` without a published sha."""
 
     def spec(name, files):
-        return MethodSpec(
-            name=name, title=name, citation="test", reference="test", factory=lambda: None, files=files
-        )
+        return MethodSpec(name=name, title=name, citation="test", reference="test", factory=Tiny, files=files)
 
     sources = (Source(srv.url("/dead/shared.bin")), Source(srv.url("/rel/shared.bin")))
     shared = WeightFile("shared.bin", sources, sha256=sha(A), license="test licence")
@@ -142,13 +172,17 @@ def test_import_parity_files_then_load_official_from_cache(tmp_path):
     write_official(PARITY / "sanet", tmp_path / "downloads" / "nested")
     res = invoke("import", str(tmp_path / "downloads"))
     assert res.exit_code == 0, res.output
-    files = {"vgg_normalised.pth", "decoder_iter_500000.pth", "transformer_iter_500000.pth"}
+    files = {"decoder_iter_500000.pth", "transformer_iter_500000.pth"}
     assert {p.name for p in cache_dir("sanet").iterdir()} == files
-    # vgg_normalised.pth goes to every method that lists it
+    # vgg_normalised.pth (shared) is cached once, in the shared folder, and serves every method that lists it
+    assert [p.name for p in cache_dir("shared").iterdir()] == ["vgg_normalised.pth"]
+    gatys = weights.resolve_official(registry.get_method_card("gatys"))
+    assert gatys == {"vgg_normalised.pth": cache_dir("shared") / "vgg_normalised.pth"}
     for m in ("adain", "gatys"):
-        assert (cache_dir(m) / "vgg_normalised.pth").is_file()
+        assert not (cache_dir(m) / "vgg_normalised.pth").exists()
         assert not (cache_dir(m) / "decoder_iter_500000.pth").exists()
     rec = json.loads(weights.recorded_path().read_text())
+    assert "shared/vgg_normalised.pth" in rec and "sanet/vgg_normalised.pth" not in rec
     src = tmp_path / "downloads" / "nested" / "decoder_iter_500000.pth"
     assert rec["sanet/decoder_iter_500000.pth"] == weights.sha256_file(src)
     model = load_method("sanet", weights="official")  # no weights_dir: the cache
@@ -265,3 +299,235 @@ def test_hub_dir_follows_torch_hub_set_dir_once_torch_is_imported(monkeypatch, t
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
     torch.hub.set_dir(str(tmp_path / "hub"))
     assert weights.hub_dir() == tmp_path / "hub"
+
+
+# -------------------------------------------------------------------- a file must load before it is trusted
+class Evil:
+    """Unpickled, it would create the folder ``marker``: a file that runs code when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def bad_files(tmp_path: Path) -> dict[str, bytes]:
+    return {
+        "random tensors": saved({"a": torch.randn(3, 3), "b": torch.randn(2)}),
+        "plain pickle": pickle.dumps({"decoder.1.weight": [1.0, 2.0], "decoder.1.bias": [0.0]}),
+        "truncated": saved({f"{i}.weight": torch.zeros(64, 64) for i in range(3)})[:3000],
+        "malicious": pickle.dumps({"w": Evil(tmp_path / "pwned")}),
+    }
+
+
+def test_import_refuses_files_that_do_not_load_and_records_nothing(tmp_path):
+    name = "decoder_iter_500000.pth"
+    for kind, data in bad_files(tmp_path).items():
+        folder = tmp_path / kind.replace(" ", "_")
+        folder.mkdir()
+        (folder / name).write_bytes(data)
+        res = invoke("import", str(folder), "sanet")
+        assert res.exit_code == 2, (kind, res.output)
+        [line] = [ln for ln in res.output.splitlines() if ln.startswith("FAIL")]
+        assert str(folder / name) in line and "not imported, nothing recorded" in line, (kind, line)
+        assert "official file" in line, (kind, line)  # the fix
+        assert "sanet/" + name not in recorded_sha256(), kind
+        assert not (cache_dir("sanet") / name).exists(), kind
+    assert not (tmp_path / "pwned").exists()  # the malicious pickle's code did not run
+    pickle.loads(bad_files(tmp_path)["malicious"])  # ...though it would have, had it been unpickled
+    assert (tmp_path / "pwned").is_dir()
+    # nothing recorded: with the official files absent, auto still falls back to the demo weights
+    assert load_method("sanet", weights="auto").weights_info["source"] == "demo"
+
+
+def test_a_good_file_is_recorded_and_a_bad_recorded_one_fails_verify(tmp_path):
+    write_official(PARITY / "sanet", tmp_path / "good")
+    assert invoke("import", str(tmp_path / "good"), "sanet").exit_code == 0
+    res = invoke("list", "sanet")
+    assert "(recorded)" in res.output and "(publisher)" not in res.output
+    assert f"shared cache {cache_dir('shared') / 'vgg_normalised.pth'}" in res.output
+    assert "structure checked" in invoke("verify", "sanet").output
+    # a cache holding a bad file under a (wrongly) recorded hash, as the old `weights import` left it
+    bad = cache_dir("sanet") / "transformer_iter_500000.pth"
+    bad.write_bytes(saved({"x": torch.zeros(1)}))
+    weights._record({"sanet/transformer_iter_500000.pth": sha(bad.read_bytes())})
+    res = invoke("verify", "sanet")
+    assert res.exit_code == 1
+    [line] = [ln for ln in res.output.splitlines() if ln.startswith("FAIL")]
+    assert "transformer_iter_500000.pth" in line and "missing keys" in line and "drop sanet/" in line
+
+
+def test_dtype_of_a_key_is_checked(tmp_path):
+    from sanet_bench.nn.vgg import VGG_NORMALISED
+
+    write_official(PARITY / "sanet", tmp_path)
+    state = torch.load(tmp_path / "vgg_normalised.pth", weights_only=True)
+    state["0.weight"] = state["0.weight"].to(torch.int64)
+    torch.save(state, tmp_path / "vgg_normalised.pth")
+    with pytest.raises(weights.WeightsError, match=r"key 0\.weight has dtype torch\.int64"):
+        weights.check_file("adain", VGG_NORMALISED, tmp_path / "vgg_normalised.pth")
+
+
+def test_metric_encoder_errors_name_the_metric_encoder(tmp_path):
+    from sanet_bench.metrics.extractors import load_metric_encoder
+
+    (cache_dir("shared")).mkdir(parents=True)
+    (cache_dir("shared") / "vgg_normalised.pth").write_bytes(saved({"x": torch.zeros(1)}))
+    with pytest.raises(weights.WeightsError, match=r"^metric encoder: .*vgg_normalised\.pth: missing keys"):
+        load_metric_encoder()
+
+
+# --------------------------------------------------------------------------------------------- shared files
+def test_shared_file_in_a_legacy_folder_resolves_and_pull_moves_it_to_the_shared_folder(tmp_path):
+    write_official(PARITY / "sanet", tmp_path)
+    legacy = cache_dir("gatys") / "vgg_normalised.pth"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes((tmp_path / "vgg_normalised.pth").read_bytes())
+    gatys = registry.get_method_card("gatys")
+    assert weights.resolve_official(gatys) == {"vgg_normalised.pth": legacy}
+    rows = pull(["gatys", "adain"], progress=False, lpips=False)  # conftest: offline
+    [vgg] = [r for r in rows if r.name == "vgg_normalised.pth"]  # once for both methods
+    assert vgg.ok and vgg.method == "shared", vgg.detail
+    shared = cache_dir("shared") / "vgg_normalised.pth"
+    assert shared.read_bytes() == legacy.read_bytes()
+    assert recorded_sha256()["shared/vgg_normalised.pth"] == sha(legacy.read_bytes())
+    assert weights.resolve_official(gatys) == {"vgg_normalised.pth": shared}
+    assert invoke("path", "shared").output.split() == [str(cache_dir("shared"))]
+
+
+# ------------------------------------------------------------------------------------------------- archives
+class Pair(Method):
+    """A test method with two files, ``a.pth`` and ``b.pth`` (2x2 linear layers), published in models.zip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+
+    def load_official(self, paths):
+        load_file_into(self.a, paths["a.pth"], self.spec, "a.pth")
+        load_file_into(self.b, paths["b.pth"], self.spec, "b.pth")
+
+
+GOOD = saved({"weight": torch.eye(2), "bias": torch.ones(2)})
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+    return buf.getvalue()
+
+
+def register_pair(monkeypatch, srv, archive_sha=None, sha_b=None, names=("zip-one", "zip-two")):
+    url = srv.url("/dl/models.zip")
+    files = tuple(
+        WeightFile(n, (Source(url),), sha256=s, archive="models.zip", member=f"models/{n}",
+                   archive_sha256=archive_sha)
+        for n, s in (("a.pth", None), ("b.pth", sha_b))
+    )
+    for name in names:
+        spec = MethodSpec(name=name, title=name, citation="t", reference="t", factory=Pair, files=files,
+                          weights_kinds=("official", "random", "auto"))
+        monkeypatch.setitem(registry._METHODS, name, spec)
+
+
+def test_archive_is_fetched_once_and_only_its_members_are_extracted(srv, monkeypatch):
+    data = zip_bytes({"models/a.pth": GOOD, "models/b.pth": GOOD, "models/big_unused.bin": b"x" * 1000})
+    srv.route("/dl/models.zip", file(data))
+    register_pair(monkeypatch, srv, archive_sha=sha(data), sha_b=sha(GOOD))
+    rows = pull(["zip-one", "zip-two"], progress=False, lpips=False)
+    assert [(r.method, r.name, r.ok) for r in rows] == [
+        ("zip-one", "a.pth", True), ("zip-one", "b.pth", True), ("zip-two", "a.pth", True),
+        ("zip-two", "b.pth", True)
+    ], [r.detail for r in rows]
+    assert srv.hits["/dl/models.zip"] == 1  # one archive for the four files
+    for m in ("zip-one", "zip-two"):
+        assert sorted(p.name for p in cache_dir(m).iterdir()) == ["a.pth", "b.pth"]
+    assert recorded_sha256() == {"zip-one/a.pth": sha(GOOD), "zip-two/a.pth": sha(GOOD)}  # b: published
+    assert not [p for p in (weights.home() / "weights").iterdir() if p.name.startswith(".")]
+    assert all(r.ok for r in pull(["zip-one"], progress=False, lpips=False))  # present: no new request
+    assert srv.hits["/dl/models.zip"] == 1
+    assert load_method("zip-one", weights="official").a.weight.equal(torch.eye(2))
+
+
+@pytest.mark.parametrize(
+    "case", ["archive sha", "member sha", "bad member", "zip-slip", "corrupt", "no member"]
+)
+def test_bad_archives_are_refused_and_nothing_is_kept(srv, monkeypatch, tmp_path, case):
+    members = {"models/a.pth": GOOD, "models/b.pth": GOOD}
+    if case == "bad member":
+        members["models/a.pth"] = saved({"x": torch.zeros(3)})
+    if case == "zip-slip":
+        members["../../escaped.pth"] = GOOD
+    if case == "no member":
+        del members["models/b.pth"]
+    data = b"PK\x03\x04 not really a zip" if case == "corrupt" else zip_bytes(members)
+    srv.route("/dl/models.zip", file(data))
+    register_pair(monkeypatch, srv, archive_sha=sha(b"other") if case == "archive sha" else None,
+                  sha_b=sha(b"other") if case == "member sha" else None, names=("zip-one",))
+    res = invoke("pull", "zip-one", "--no-lpips")
+    assert res.exit_code == 2
+    fails = re.findall(r"FAIL zip-one +(\S+) +(.*)", res.output)  # (the progress bar shares the output)
+    message, failed, kept = {  # the one-line reason, the files that fail, the files kept
+        "archive sha": ("checksum mismatch", ["a.pth", "b.pth"], []),
+        "member sha": ("b.pth (member models/b.pth of models.zip): sha256", ["b.pth"], ["a.pth"]),
+        "bad member": ("missing keys", ["a.pth"], ["b.pth"]),
+        "zip-slip": ("member '../../escaped.pth' would be written outside", ["a.pth", "b.pth"], []),
+        "corrupt": ("not a readable zip archive", ["a.pth", "b.pth"], []),
+        "no member": ("no member models/b.pth", ["b.pth"], ["a.pth"]),
+    }[case]
+    assert [n for n, _ in fails] == failed and all(message in d for _, d in fails), res.output
+    assert srv.hits["/dl/models.zip"] == 1
+    folder = cache_dir("zip-one")
+    assert (sorted(p.name for p in folder.iterdir()) if folder.exists() else []) == kept
+    assert not list(tmp_path.parents[1].rglob("escaped.pth"))  # nothing written outside, anywhere near
+    assert ("zip-one/a.pth" in recorded_sha256()) == ("a.pth" in kept)
+    assert not [p for p in (weights.home() / "weights").iterdir() if p.name.startswith(".")]
+
+
+# ------------------------------------------------------------------------------------------- manual sources
+def test_manual_sources_are_never_downloaded_and_the_step_is_printed(srv, monkeypatch):
+    url = srv.url("/folder")
+    f = WeightFile("m.pth", (Source(url, kind="manual", note="unpack m.pth from the zip"),))
+    spec = MethodSpec(name="man", title="man", citation="t", reference="t", factory=Tiny, files=(f,),
+                      weights_kinds=("official", "random", "auto"))
+    monkeypatch.setitem(registry._METHODS, "man", spec)
+    res = invoke("pull", "man", "--no-lpips")
+    assert res.exit_code == 2
+    [line] = [ln for ln in res.output.splitlines() if ln.startswith("FAIL")]
+    assert url in line and "unpack m.pth from the zip" in line and "sanet-bench weights import DIR" in line
+    with pytest.raises(weights.WeightsError, match="manual step"):
+        load_method("man", weights="auto")  # auto never downloads it either
+    assert sum(srv.hits.values()) == 0
+
+
+# ----------------------------------------------------------------------------------- downloads on first use
+def test_auto_downloads_missing_files_on_first_use(srv, monkeypatch):
+    srv.route("/rel/own.bin", file(B))
+    spec = MethodSpec(name="first-use", title="first-use", citation="t", reference="t", factory=Tiny,
+                      files=(WeightFile("own.bin", (Source(srv.url("/rel/own.bin")),)),),
+                      weights_kinds=("official", "random", "auto"))
+    monkeypatch.setitem(registry._METHODS, "first-use", spec)
+    model = load_method("first-use", weights="auto")
+    assert model.weights_info["source"] == "official" and model.lin.weight.equal(torch.ones(2, 2))
+    assert (cache_dir("first-use") / "own.bin").read_bytes() == B and srv.hits["/rel/own.bin"] == 1
+    load_method("first-use", weights="auto")  # cached now
+    assert srv.hits["/rel/own.bin"] == 1
+
+
+def test_auto_falls_back_to_demo_when_the_host_is_unreachable(srv, monkeypatch, caplog):
+    from sanet_bench import api
+
+    adain = registry.get_method_spec("adain")
+    dead = tuple(dataclasses.replace(f, sources=(Source(f"http://127.0.0.1:9/{f.name}"),))
+                 for f in adain.files)
+    monkeypatch.setitem(registry._METHODS, "adain", dataclasses.replace(adain, files=dead))
+    monkeypatch.setattr(api, "_DEMO_NOTICED", set())
+    with caplog.at_level("WARNING"):
+        model = load_method("adain", weights="auto")
+    assert model.weights_info["source"] == "demo"
+    assert "127.0.0.1:9" in caplog.text and "DEMO weights" in caplog.text
+    monkeypatch.setenv("SANET_BENCH_OFFLINE", "1")  # offline: cache then demo, no download tried
+    assert load_method("adain", weights="auto").weights_info["source"] == "demo"
