@@ -565,12 +565,14 @@ def report_cmd(run_dir, out):
     epilog="\b\nExamples:\n  sanet-bench weights train-demo adain     # the recipe, into the package\n"
     "  sanet-bench weights train-demo wct --steps 5 --out /tmp/demo   # a smoke run elsewhere",
 )
-@click.argument("method", type=click.Choice(["adain", "wct", "avatar-net", "sanet"]))
+@click.argument("method", metavar="METHOD")
 @click.option("--steps", type=click.IntRange(min=1), help="Steps for every unit (default: the recipe's).")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the .safetensors + manifest.json.")
 @user_errors
 def weights_train_demo_cmd(method, steps, out):
-    """Train METHOD's demo weights on offline images and the offline encoder (resumes if interrupted)."""
+    """Train METHOD's demo weights on offline images and the offline encoder (resumes if interrupted).
+
+    METHOD: a method whose module declares a demo recipe (`sanet-bench methods` lists them)."""
     from sanet_bench.demo import train_demo
 
     click.echo(str(train_demo(method, steps, out, progress=click.echo)))
@@ -581,7 +583,7 @@ def weights_train_demo_cmd(method, steps, out):
     epilog="\b\nExamples:\n  sanet-bench weights check-demo adain\n"
     "  sanet-bench weights check-demo sanet --size 256 --save /tmp/demo_png",
 )
-@click.argument("method", type=click.Choice(["adain", "wct", "avatar-net", "sanet"]))
+@click.argument("method", metavar="METHOD")
 @click.option("--size", default=256, show_default=True, help="Shorter side of the grid images.")
 @click.option("--save", type=click.Path(path_type=Path), help="Also save the outputs as PNGs here.")
 @click.option("--record", is_flag=True, help="Write the result into the shipped manifest's checks.")
@@ -590,7 +592,9 @@ def weights_check_demo_cmd(method, size, save, record):
     """Check METHOD's demo weights on the embedded grid: (a) losses vs the reference rows, (b) PSNR."""
     import json
 
-    from sanet_bench.demo import DEMO_DIR, check_demo, update_manifest
+    from sanet_bench.demo import DEMO_DIR, check_demo, recipe, update_manifest
+
+    recipe(method)  # a method without demo weights: one line naming those that have them
 
     res = check_demo(method, size, save_dir=save)
     click.echo(json.dumps(res, indent=1))

@@ -678,8 +678,12 @@ def import_dir(folder: str | os.PathLike, methods=None) -> list[Outcome]:
     wanted = {f.name for s in specs for f in s.files}
     found: dict[str, list[Path]] = {}
     for p in sorted(root.rglob("*")):
-        if p.name in wanted and p.is_file():
-            found.setdefault(p.name, []).append(p)
+        if not p.is_file():
+            continue
+        rel = p.relative_to(root).as_posix()
+        for name in wanted:  # official names may hold sub-folders (mast: Artistic_decoders/dec_r41.pth)
+            if rel == name or rel.endswith("/" + name):
+                found.setdefault(name, []).append(p)
     rec = recorded_sha256()
     hashes: dict[Path, str] = {}
     out: list[Outcome] = []

@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -531,3 +532,15 @@ def test_auto_falls_back_to_demo_when_the_host_is_unreachable(srv, monkeypatch, 
     assert "127.0.0.1:9" in caplog.text and "DEMO weights" in caplog.text
     monkeypatch.setenv("SANET_BENCH_OFFLINE", "1")  # offline: cache then demo, no download tried
     assert load_method("adain", weights="auto").weights_info["source"] == "demo"
+
+
+def test_import_finds_official_names_with_sub_folders(tmp_path, parity_weights):
+    """MAST's official names hold a folder (Artistic_decoders/dec_r41.pth): import finds them nested anywhere
+    under the given folder, and load_method then reads them from the cache."""
+    src = parity_weights("mast")
+    dl = tmp_path / "download" / "checkpoints"
+    shutil.copytree(src, dl)
+    out = {r.name: r.ok for r in import_dir(tmp_path / "download", ["mast"])}
+    assert out.get("Artistic_decoders/dec_r41.pth") and out.get("vgg_r51.pth"), out
+    assert (cache_dir("mast") / "Artistic_decoders" / "dec_r41.pth").is_file()
+    load_method("mast", weights="official")
