@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sanet_bench.demo import DemoJob
 from sanet_bench.errors import ConfigError, ImageError
 from sanet_bench.method import Method
 from sanet_bench.nn.stats import adain, calc_mean_std
@@ -197,27 +198,12 @@ def _apply_demo(model: AdaIN, state: dict[str, Tensor], path: Path) -> None:
     load_strict(model.decoder, substate(state, "decoder."), path, "the AdaIN demo decoder (decoder.*)")
 
 
-class _DemoJob:
+class _DemoJob(DemoJob):
     """Unit ``adain``: the decoder (started from ``init``, a decoder state) on :func:`adain_total` with the
     unit's style weight, plus ``weights["rec"]`` x the alpha-0 reconstruction MSE."""
 
-    def __init__(self, unit: Unit, model: AdaIN, init: dict[str, Tensor] | None):
-        self.unit, self.model = unit, model
+    def prepare(self, model: AdaIN) -> None:
         _demo_encoder(model)
-        if init is not None:
-            model.decoder.load_state_dict(init)
-        self.trained = list(model.decoder.parameters())
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": self.trained, "lr_scale": 1.0}]
-
-    def result(self) -> dict[str, Tensor]:
-        return {f"decoder.{k}": v for k, v in self.model.decoder.state_dict().items()}
-
-    def load_result(self, state: dict[str, Tensor]) -> None:
-        from sanet_bench.demo import substate
-
-        self.model.decoder.load_state_dict(substate(state, "decoder."))
 
     def losses(self, c: Tensor, s: Tensor) -> dict[str, Tensor]:
         m, w = self.model, self.unit.weights

@@ -40,13 +40,13 @@ import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sanet_bench.demo import DemoJob
 from sanet_bench.errors import WeightsError
 from sanet_bench.io import atomic_write_bytes
 from sanet_bench.method import Method
@@ -408,27 +408,12 @@ def _apply_demo(model: AvatarNet, state: dict[str, Tensor], path: Path) -> None:
     load_strict(model.decoder, substate(state, "decoder."), path, "the Avatar-Net demo decoder (decoder.*)")
 
 
-class _DemoJob:
+class _DemoJob(DemoJob):
     """Unit ``avatar-net``: the decoder reconstructs the content from its relu4_1 with the content's own
     skip features; pixel MSE + ``weights["perceptual"]`` x the mean feature MSE over relu1_1..relu4_1."""
 
-    def __init__(self, unit: Unit, model: AvatarNet, init: dict[str, Tensor] | None):
-        self.unit, self.model = unit, model
+    def prepare(self, model: AvatarNet) -> None:
         _demo_encoder(model)
-        if init is not None:
-            model.decoder.load_state_dict(init)
-        self.trained = list(model.decoder.parameters())
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": self.trained, "lr_scale": 1.0}]
-
-    def result(self) -> dict[str, Tensor]:
-        return {f"decoder.{k}": v for k, v in self.model.decoder.state_dict().items()}
-
-    def load_result(self, state: dict[str, Tensor]) -> None:
-        from sanet_bench.demo import substate
-
-        self.model.decoder.load_state_dict(substate(state, "decoder."))
 
     def losses(self, c: Tensor, s: Tensor) -> dict[str, Tensor]:
         m = self.model

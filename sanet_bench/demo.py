@@ -169,6 +169,38 @@ def substate(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+class DemoJob:
+    """A demo unit's training job that trains whole submodules of ``model``: ``parts`` maps each trained
+    attribute (``"decoder"``) to its learning-rate scale (an attribute name of the unit, e.g.
+    ``"transform_lr"``, or 1.0); the result is saved under each part's prefix. ``init`` (a decoder state)
+    starts the decoder. A method subclasses it with :meth:`prepare` (its frozen encoder) and ``losses``."""
+
+    parts: dict[str, float | str] = {"decoder": 1.0}
+
+    def __init__(self, unit: Unit, model: nn.Module, init: dict[str, Tensor] | None):
+        self.unit, self.model = unit, model
+        self.prepare(model)
+        if init is not None:
+            model.decoder.load_state_dict(init)
+        self.trained = [p for name in self.parts for p in getattr(model, name).parameters()]
+
+    def prepare(self, model: nn.Module) -> None:
+        """Load the frozen parts (the offline encoder) and any initialisation of the trained ones."""
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": list(getattr(self.model, name).parameters()),
+                 "lr_scale": getattr(self.unit, scale) if isinstance(scale, str) else scale}
+                for name, scale in self.parts.items()]
+
+    def result(self) -> dict[str, Tensor]:
+        return {f"{name}.{k}": v for name in self.parts
+                for k, v in getattr(self.model, name).state_dict().items()}
+
+    def load_result(self, state: dict[str, Tensor]) -> None:
+        for name in self.parts:
+            getattr(self.model, name).load_state_dict(substate(state, f"{name}."))
+
+
 # ------------------------------------------------------------------------------------------------ loading
 def read_manifest(folder: Path | None = None) -> dict[str, Any]:
     p = (folder or DEMO_DIR) / MANIFEST

@@ -23,12 +23,12 @@ Differences from the reference, none of which change its outputs where it runs:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .demo import DemoJob
 from .method import Method
 from .nn.attention import attention
 from .nn.stats import calc_mean_std, mean_variance_norm
@@ -192,32 +192,15 @@ def _apply_demo(model: SANet, state: dict[str, Tensor], path: Path) -> None:
     load_strict(model.transform, transform, path, "the SANet demo transform (transform.*)")
 
 
-class _DemoJob:
+class _DemoJob(DemoJob):
     """Unit ``sanet``: decoder (started from ``init``, a decoder state) and transform (residual init, at
     ``unit.transform_lr`` x the rate) on :func:`weighted_total` with the unit's lambdas."""
 
-    def __init__(self, unit: Unit, model: SANet, init: dict[str, Tensor] | None):
-        self.unit, self.model = unit, model
+    parts = {"decoder": 1.0, "transform": "transform_lr"}
+
+    def prepare(self, model: SANet) -> None:
         _demo_encoder(model)
-        if init is not None:
-            model.decoder.load_state_dict(init)
         _residual_init(model.transform)
-        self.trained = list(model.decoder.parameters()) + list(model.transform.parameters())
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": list(self.model.decoder.parameters()), "lr_scale": 1.0},
-                {"params": list(self.model.transform.parameters()), "lr_scale": self.unit.transform_lr}]
-
-    def result(self) -> dict[str, Tensor]:
-        m = self.model
-        return {**{f"decoder.{k}": v for k, v in m.decoder.state_dict().items()},
-                **{f"transform.{k}": v for k, v in m.transform.state_dict().items()}}
-
-    def load_result(self, state: dict[str, Tensor]) -> None:
-        from .demo import substate
-
-        self.model.decoder.load_state_dict(substate(state, "decoder."))
-        self.model.transform.load_state_dict(substate(state, "transform."))
 
     def losses(self, c: Tensor, s: Tensor) -> dict[str, Tensor]:
         m = self.model

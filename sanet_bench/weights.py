@@ -240,7 +240,7 @@ def check_file(method: str, f: WeightFile, path: str | os.PathLike) -> None:
     dicts, the method's own check (magenta's ONNX files: their published sha256). Used before a file is
     imported or its sha256 recorded, and by :func:`verify`.
     """
-    from .api import build
+    from .method import build
     from .registry import get_method_spec
 
     spec = get_method_spec(method)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,17 @@ def parity_cases(method: str) -> list[Path]:
 
 def load_case(path: Path) -> dict:
     return torch.load(path, weights_only=True)
+
+
+@contextlib.contextmanager
+def no_tf32():
+    """TF32 off for CUDA parity checks: its ~1e-3 error exceeds most fixture tolerances."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def assert_close_rel_max(out: torch.Tensor, expected: torch.Tensor, tol: float) -> None:

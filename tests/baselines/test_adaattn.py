@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_close_rel_max, load_case, parity_cases
+from conftest import assert_close_rel_max, load_case, no_tf32, parity_cases
 
 import baselines.adaattn as ada
 from baselines.adaattn import (
@@ -59,9 +59,7 @@ def test_parity_cases_present():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_parity_cuda(parity_weights):
     model = load_method("adaattn", weights="official", weights_dir=parity_weights("adaattn"), device="cuda")
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with no_tf32():
         for case in parity_cases("adaattn"):
             c = load_case(case)
             if c["kind"] == "losses":
@@ -72,8 +70,6 @@ def test_parity_cuda(parity_weights):
             else:
                 out = model.stylize(c["content"], c["style"]).cpu()
                 assert_close_rel_max(out, c["expected"], c["tol_rel_max"])
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 # ------------------------------------------------------------------------------------------ loading errors

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_close_rel_max, load_case, parity_cases
+from conftest import assert_close_rel_max, load_case, no_tf32, parity_cases
 
 from baselines.adain import adain_losses, adain_total, coral
 from sanet_bench import load_method
@@ -42,9 +42,7 @@ def test_parity(case, official):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_parity_cuda(parity_weights):
     model = load_method("adain", weights="official", weights_dir=parity_weights("adain"), device="cuda")
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with no_tf32():
         for case in parity_cases("adain"):
             c = load_case(case)
             if c["kind"] != "losses":
@@ -52,8 +50,6 @@ def test_parity_cuda(parity_weights):
                 assert_close_rel_max(
                     model.stylize(c["content"], c["style"], **opts).cpu(), c["expected"], c["tol_rel_max"]
                 )
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 def test_coral_matches_target_means_and_is_per_sample():

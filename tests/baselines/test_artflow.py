@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from conftest import assert_close_rel_max, load_case, parity_cases
+from conftest import assert_close_rel_max, load_case, no_tf32, parity_cases
 
 from baselines.artflow import MULTIPLE, Block, InvConv1x1LU, wct
 from sanet_bench import load_method
@@ -66,15 +66,11 @@ def test_parity_cuda(parity_weights):
         )
         for op in NAMES
     }
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with no_tf32():
         for case in parity_cases("artflow"):
             c = load_case(case)
             out = models[c["operator"]].stylize(c["content"], c["style"]).cpu()
             assert_close_rel_max(out, c["expected"], c["tol_rel_max"])
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 # ------------------------------------------------------------------------------------------ the flow itself

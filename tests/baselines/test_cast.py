@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import assert_close_rel_max, load_case, parity_cases
+from conftest import assert_close_rel_max, load_case, no_tf32, parity_cases
 
 from baselines.cast import AE, DEC_A, DEC_B, MIN_SIDE, CASTDecoder
 from sanet_bench import load_method
@@ -47,16 +47,12 @@ def test_parity(case, official):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_parity_cuda(weights_dir):
     model = load_method("cast", weights="official", weights_dir=weights_dir, device="cuda")
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with no_tf32():
         for case in CASES:
             c = load_case(case)
             out = model.stylize(c["content"], c["style"])
             assert out.device.type == "cuda"
             assert_close_rel_max(out.cpu(), c["expected"], c["tol_rel_max"])
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 # ------------------------------------------------------------------------------------ which file does what

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import assert_close_rel_max, load_case, parity_cases
+from conftest import assert_close_rel_max, load_case, no_tf32, parity_cases
 
 from baselines.lst import LAYERS, CovNet
 from sanet_bench import load_method
@@ -46,16 +46,12 @@ def test_parity_cuda(parity_weights):
     models = {
         layer: load_method(n, weights="official", weights_dir=d, device="cuda") for layer, n in NAMES.items()
     }
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with no_tf32():
         for case in parity_cases("lst"):
             c = load_case(case)
             out = models[c["layer"]].stylize(c["content"], c["style"])
             assert out.device.type == "cuda"
             assert_close_rel_max(out.cpu(), c["expected"], c["tol_rel_max"])
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 # -- loading errors ---------------------------------------------------------------------------------------

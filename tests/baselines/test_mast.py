@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_close_rel_max, load_case, parity_cases
+from conftest import assert_close_rel_max, load_case, no_tf32, parity_cases
 
 from baselines import mast as M
 from sanet_bench import load_method
@@ -54,15 +54,11 @@ def test_cases_use_the_reference_defaults():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_parity_cuda(parity_weights):
     model = load_method("mast", weights="official", weights_dir=parity_weights("mast"), device="cuda")
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with no_tf32():
         for case in parity_cases("mast"):
             c = load_case(case)
             out = model.stylize(c["content"], c["style"], alpha=c["style_weight"]).cpu()
             assert_close_rel_max(out, c["expected"], c["tol_rel_max"])
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 # ------------------------------------------------------------------------------------------ the alignment

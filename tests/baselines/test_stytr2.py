@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_close_rel_max, load_case, parity_cases
+from conftest import assert_close_rel_max, load_case, no_tf32, parity_cases
 
 from baselines.stytr2 import (
     LOSS_WEIGHTS,
@@ -51,9 +51,7 @@ def test_parity(case, official):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_parity_cuda(parity_weights):
     model = load_method("stytr2", weights="official", weights_dir=parity_weights("stytr2"), device="cuda")
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with no_tf32():
         for case in parity_cases("stytr2"):
             c = load_case(case)
             if c["kind"] == "losses":
@@ -64,8 +62,6 @@ def test_parity_cuda(parity_weights):
             else:
                 out = model.stylize(c["content"], c["style"]).cpu()
                 assert_close_rel_max(out, c["expected"], c["tol_rel_max"])
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 def test_attention_matches_torch_multihead_attention():

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import PARITY, assert_close_rel_max, load_case, parity_cases
+from conftest import PARITY, assert_close_rel_max, load_case, no_tf32, parity_cases
 from parity_weights import read_layout
 from torch import nn
 
@@ -40,15 +40,11 @@ def test_parity(case, official):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_parity_cuda(parity_weights):
     model = load_method("wct", weights="official", weights_dir=parity_weights("wct"), device="cuda")
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with no_tf32():
         for case in parity_cases("wct"):
             c = load_case(case)
             out = model.stylize(c["content"], c["style"], alpha=c["alpha"]).cpu()
             assert_close_rel_max(out, c["expected"], c["tol_rel_max"])
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 def _feature_wct_reference(cf: torch.Tensor, sf: torch.Tensor) -> torch.Tensor:
