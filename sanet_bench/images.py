@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
-from .errors import ImageError
+from .errors import ImageError, shorten
 from .io import atomic_write_bytes
 
 POLICIES = ("shorter", "longer", "exact", "multiple16", "none")
@@ -70,7 +70,7 @@ def decode(path: str | os.PathLike) -> Image.Image:
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file; check the path") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        why = f"{type(e).__name__}: {str(e)[:80]}"
+        why = f"{type(e).__name__}: {shorten(str(e), 120)}"
         raise ImageError(f"{path}: not a readable image ({why}); use PNG/JPEG/WebP/TIFF") from None
 
 

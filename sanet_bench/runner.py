@@ -36,7 +36,7 @@ from tqdm import tqdm
 from . import results
 from .api import list_methods, load_method, resolve_device
 from .config import RunConfig, config_hash, to_dict
-from .errors import ConfigError, SanetBenchError
+from .errors import ConfigError, SanetBenchError, shorten
 from .images import POLICIES, load_image, save_image
 from .io import JsonlStore
 from .metrics import Metric, build, encoder_id, evaluate, missing_components
@@ -184,7 +184,7 @@ def _prepare_dir(run_dir: Path, h: str, overwrite: bool) -> None:
 def _one_line(e: BaseException) -> str:
     if isinstance(e, SanetBenchError):
         return str(e)
-    msg = " ".join(str(e).split())[:300]
+    msg = shorten(str(e))
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
