@@ -61,3 +61,14 @@ def shorten(text: str, limit: int = 300) -> str:
     ends = [m.end() for m in _CLAUSE_END.finditer(text, 0, limit - 2)]
     cut = ends[-1] if ends else text.rfind(" ", 0, limit - 2)
     return text[: cut if cut > 0 else limit - 2].rstrip(" ,;:") + " …"
+
+
+_OOM = re.compile(r"can't allocate memory|not enough memory|out of memory", re.IGNORECASE)
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an allocation failure: ``MemoryError``, torch's (CUDA) ``OutOfMemoryError`` or the CPU
+    allocator's ``RuntimeError`` ("DefaultCPUAllocator: can't allocate memory")."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(e, RuntimeError) and bool(_OOM.search(str(e)))

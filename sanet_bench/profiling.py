@@ -50,7 +50,6 @@ import datetime as _dt
 import json
 import multiprocessing as mp
 import os
-import re
 import resource
 import signal
 import sys
@@ -65,7 +64,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigError, SanetBenchError, shorten
+from .errors import ConfigError, SanetBenchError, is_out_of_memory, shorten
 from .io import JsonlStore, atomic_write_bytes
 from .provenance import environment
 
@@ -255,9 +254,6 @@ def rss_peak_delta(poll_s: float = 0.002) -> Iterator[dict[str, Any]]:
         out["convention"] = (MEM_CPU_HWM if trimmed else MEM_CPU_HWM_NO_TRIM) if hwm else MEM_CPU_MAXRSS
 
 
-_CPU_OOM = re.compile(r"can't allocate memory|not enough memory|out of memory", re.IGNORECASE)
-
-
 def _one_line(e: BaseException) -> str:
     if isinstance(e, SanetBenchError):
         return str(e)
@@ -266,11 +262,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def _classify(e: BaseException) -> str:
-    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
-        return "oom"
-    if isinstance(e, RuntimeError) and _CPU_OOM.search(str(e)):
-        return "oom"
-    return "error"
+    return "oom" if is_out_of_memory(e) else "error"
 
 
 def measure_cell(cell: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from . import results
 from .api import list_methods, load_method, resolve_device
 from .config import RunConfig, config_hash, to_dict
-from .errors import ConfigError, SanetBenchError, shorten
+from .errors import ConfigError, SanetBenchError, is_out_of_memory, shorten
 from .images import POLICIES, load_image, save_image
 from .io import JsonlStore
 from .metrics import Metric, build, encoder_id, evaluate, missing_components
@@ -186,11 +186,6 @@ def _one_line(e: BaseException) -> str:
         return str(e)
     msg = shorten(str(e))
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-
-
-def _is_oom(e: BaseException) -> bool:
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
-    return isinstance(e, oom) or (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
 
 
 def _sync(device: torch.device) -> None:
@@ -454,13 +449,13 @@ def _load(method: str, cfg: RunConfig, device: torch.device) -> tuple[Any, str |
     except SanetBenchError as e:
         return None, str(e)
     except Exception as e:
-        if _is_oom(e):
+        if is_out_of_memory(e):
             return None, f"{method}: out of memory loading the model on {device}; {OOM_HINT}"
         raise
 
 
 def _cell_error(e: Exception, cell: Cell, device: torch.device, run_dir: Path) -> str:
-    if _is_oom(e):
+    if is_out_of_memory(e):
         if device.type == "cuda":
             torch.cuda.empty_cache()
         return f"out of memory at {cell.size} px on {device}; {OOM_HINT}"
