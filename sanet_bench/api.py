@@ -112,13 +112,14 @@ def _resolve_auto(spec: MethodSpec, weights_dir) -> tuple[dict | None, str]:
         return resolve_official(spec, weights_dir), "official"
     try:
         return resolve_official(spec, None), "official"
-    except WeightsError as e:
+    except WeightsError:
         if not demo.available(spec.name):
             raise
         if spec.name not in _DEMO_NOTICED:  # once per method and process (a run loads it again to profile)
             _DEMO_NOTICED.add(spec.name)
-            log.warning("%s: official weights not in the cache; using sanet-bench DEMO weights on a random "
-                        "offline encoder (not the paper's model): %s", spec.name, str(e).split(" — ")[0])
+            log.warning("%s: official weights not in the cache; using sanet-bench DEMO weights (not the "
+                        "paper's model); `sanet-bench weights pull %s` gets the official files",
+                        spec.name, spec.name)
         return None, "demo"
 
 
