@@ -285,3 +285,13 @@ def test_sanet_cpu_peak_memory_grows_with_pixels():
     assert big["peak_mem_bytes"] > relu1_1[128]
     # a fixed part (thread buffers, kernels' scratch) does not scale, the feature maps do
     assert big["peak_mem_bytes"] - small["peak_mem_bytes"] > relu1_1[128] - relu1_1[64]
+
+
+def test_environment_lists_each_version_once_and_cuda_only_when_used(monkeypatch):
+    from sanet_bench.provenance import environment
+
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    env = environment("cpu")
+    assert env["cuda"] == "CUDA build 13.0, not used" and env["cudnn"] is None
+    assert not set(env["versions"]) & {"torch", "torchvision", "sanet-bench"}
+    assert env["torch"] == torch.__version__
