@@ -110,11 +110,18 @@ def methods_cmd() -> None:
 @click.option("--method", "method", required=True, help="Method name (see `sanet-bench methods`).")
 @click.option("--content", type=click.Path(path_type=Path), required=True, help="Content image.")
 @click.option("--style", type=click.Path(path_type=Path), required=True, help="Style image.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output PNG.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True,
+    help="Output image, in the format its suffix names: .png .jpg/.jpeg .webp .bmp .tif/.tiff.",
+)
 @click.option(
     "--alpha", type=float, default=None, help="Content-style trade-off in [0,1]; default: the method's."
 )
-@click.option("--size", type=int, default=None, help="Resize both images so the shorter side is SIZE px.")
+@click.option(
+    "--size", type=int, default=None,
+    help="Resize both images so the shorter side is SIZE px. Default: no resize, each file at its full "
+    "resolution (a content whose feature maps would not fit in free memory is refused up front).",
+)
 @click.option("--style-size", type=int, default=None, help="Style size if different from --size.")
 @click.option(
     "--weights", default="auto", show_default=True,

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError, WeightsError
+from .errors import ConfigError, ImageError, WeightsError, is_out_of_memory, shorten
 from .method import Method, build
 from .registry import MethodSpec, get_method_spec, method_specs
 from .weights import META_FILE, resolve_official, sha256_file
@@ -117,8 +117,9 @@ def _resolve_auto(spec: MethodSpec, weights_dir) -> tuple[dict | None, str]:
         raise err
     if spec.name not in _DEMO_NOTICED:  # once per method and process (a run loads it again to profile)
         _DEMO_NOTICED.add(spec.name)
-        log.warning("%s: official weights not in the cache; using sanet-bench DEMO weights on a random "
-                    "offline encoder (not the paper's model): %s", spec.name, str(err).split(" — ")[0])
+        log.warning("%s: official weights not in the cache (%s); using sanet-bench DEMO weights (not the "
+                    "paper's model); `sanet-bench weights pull %s` gets the official files",
+                    spec.name, shorten(str(err).split(" — ")[0], 120), spec.name)
     return None, "demo"
 
 
@@ -145,10 +146,81 @@ def stylize_files(
     seed: int = 0,
     options: dict[str, Any] | None = None,
 ):
-    """Stylize one image file with another and save the PNG atomically; returns the output path."""
-    from .images import load_image, save_image
+    """Stylize one image file with another and save it atomically in the format ``out``'s suffix names;
+    returns the output path. ``size``/``style_size``: shorter side in px (None: the file's own size).
 
-    model = load_method(method, weights=weights, weights_dir=weights_dir, seed=seed, device=device)
+    Everything checkable without the model is checked first (paths, suffix, sizes, alpha, options, the
+    device, and whether the content's relu1_1 features fit in free memory), so a typo costs no model load.
+    Running out of memory is an :class:`ImageError` naming the size that failed and a ``--size`` to try.
+    """
+    from .images import load_image, probe, require_min_side, save_format, save_image, target_size
+    from .method import check_call
+
+    spec = get_method_spec(method)
+    save_format(out)
+    for flag, value, least in (("--size", size, spec.min_size), ("--style-size", style_size, 16)):
+        if value is not None and value < least:
+            raise ConfigError(f"{flag} {value} is under {spec.name}'s minimum of {least} px; e.g. {flag} 512")
+    alpha, _ = check_call(spec, alpha, dict(options or {}))
+    dev = resolve_device(device)
+    c_wh = probe(content)
+    require_min_side(content, c_wh, spec.min_size, spec.name)
+    require_min_side(style, probe(style), 16, spec.name)
+    c_size = target_size(*c_wh, size, "shorter")
+    _check_fits(content, c_size, size, dev)
+    model = load_method(method, weights=weights, weights_dir=weights_dir, seed=seed, device=dev)
     c = load_image(content, size)
     s = load_image(style, style_size or size)
-    return save_image(model.stylize(c, s, alpha=alpha, **(options or {})).cpu(), out)
+    try:
+        y = model.stylize(c, s, alpha=alpha, **(options or {}))
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        raise ImageError(
+            f"{content}: out of memory stylizing at {c_size[0]}x{c_size[1]} px on {dev} "
+            f"({'full resolution: no --size given' if size is None else f'--size {size}'}); "
+            f"pass a smaller --size, e.g. --size {_smaller(c_size)}"
+        ) from None
+    return save_image(y.cpu(), out)
+
+
+# Feature maps of relu1_1's size (64 channels, float32) that are alive at once in the encoders' first block
+# (conv1_1 output, relu1_1, conv1_2 input and output): a lower bound on any method's peak, cheap to know.
+RELU1_1_COPIES = 4
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new allocations on ``device`` (CPU: MemAvailable, else free pages); None if unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _smaller(wh: tuple[int, int], fraction: float = 0.5) -> int:
+    """A shorter side to suggest: ``fraction`` of the pixels, rounded down to a multiple of 64 (>= 64)."""
+    return max(64, int(min(wh) * fraction**0.5) // 64 * 64)
+
+
+def _check_fits(path, wh: tuple[int, int], size: int | None, device: torch.device) -> None:
+    """An :class:`ImageError` when ``RELU1_1_COPIES`` relu1_1 maps of a ``wh`` content exceed free memory."""
+    need = RELU1_1_COPIES * 64 * wh[0] * wh[1] * 4
+    free = available_memory(device)
+    if free is None or need <= free:
+        return
+    at = "full resolution: no --size given" if size is None else f"--size {size}"
+    raise ImageError(
+        f"{path}: {wh[0]}x{wh[1]} px ({at}) needs at least {need / 2**30:.1f} GiB of feature maps, more than "
+        f"the {free / 2**30:.1f} GiB free on {device}; pass --size {_smaller(wh, free / need)} or smaller"
+    )

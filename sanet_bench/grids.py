@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from .errors import DownloadError, GridError, OfflineError, UnknownNameError
+from .errors import DownloadError, GridError, OfflineError, UnknownNameError, shorten
 from .images import load_image
 from .io import IMAGE_EXTENSIONS, atomic_write_bytes, home, is_url, sha256_file
 
@@ -126,11 +126,36 @@ def get_grid(
     raise UnknownNameError(f"unknown grid {name!r}; choose one of {', '.join(list_grids())} or folder:DIR")
 
 
+MIRROR_FIX = (
+    "`sanet-bench grid pull paper --mirror DIR_OR_URL` with a folder or http(s) URL prefix holding "
+    "content/<file> and style/<file>"
+)
+
+
 def pull(name: str, *, mirror: str | None = None, offline: bool | None = None) -> Grid:
-    """Fetch and verify every image of ``name`` (``embedded``: regenerate the generated styles)."""
+    """Fetch and verify every image of ``name`` (``embedded``: regenerate the generated styles).
+
+    ``paper``: every file that can be had is fetched; if any cannot, the error lists each missing file with
+    its reason and the grid's fix (``--mirror``); an :class:`OfflineError` when downloads were off for all."""
     if name == "embedded":
         return _embedded(regenerate=True)
-    return get_grid(name, mirror=mirror, offline=offline, fetch=True)
+    if name != "paper":
+        return get_grid(name)
+    entries = _manifest()
+    failed: list[tuple[_Entry, DownloadError]] = []
+    for e in entries:
+        try:
+            _fetch_paper(e, mirror, offline)
+        except DownloadError as err:
+            failed.append((e, err))
+    if failed:
+        cls = OfflineError if all(isinstance(err, OfflineError) for _, err in failed) else DownloadError
+        listed = "; ".join(f"{e.file} ({shorten(str(err).split('; ')[0], 120)})" for e, err in failed)
+        raise cls(
+            f"paper grid: {len(entries) - len(failed)} of {len(entries)} images fetched and verified into "
+            f"{grids_dir() / 'paper'}; missing {len(failed)}: {listed}. Fix: {MIRROR_FIX}"
+        )
+    return get_grid(name)
 
 
 def status(name: str, *, mirror: str | None = None) -> list[tuple[GridImage, str]]:
@@ -224,8 +249,7 @@ def _fetch_paper(e: _Entry, mirror: str | None, offline: bool | None) -> GridIma
         path = fetch(e.image.url or "", dest, e.image.sha256, mirror=source_mirror, offline=offline)
     except OfflineError:
         raise OfflineError(
-            f"{dest}: missing and downloads are off (--offline or SANET_BENCH_OFFLINE=1); run "
-            f"`sanet-bench grid pull paper --mirror DIR` with a folder holding {e.file}, or allow downloads"
+            f"{dest}: missing and downloads are off (--offline, SANET_BENCH_OFFLINE=1)"
         ) from None
     return dataclasses.replace(e.image, path=path)
 

@@ -1,4 +1,4 @@
-"""Image IO: any common image to RGB float [0,1]; resize policies; atomic PNG save.
+"""Image IO: any common image to RGB float [0,1]; resize policies; atomic save in the format the suffix names.
 
 Decoding uses Pillow (EXIF orientation, palette, gray, RGBA, CMYK, 16-bit): a well-kept decoder that handles
 the long tail of files a user points us at. Alpha is composited on white. 16-bit gray images keep their
@@ -28,8 +28,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .config import RESIZE_POLICIES
-from .errors import ImageError
+from .errors import ImageError, shorten
 from .io import atomic_write_bytes
+
+SAVE_FORMATS = {
+    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 
 
 def _wide_to_float(img: Image.Image) -> Image.Image:
@@ -59,6 +64,15 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
+def _unreadable(path: Path, e: Exception) -> ImageError:
+    if isinstance(e, FileNotFoundError):
+        return ImageError(f"{path}: no such file; check the path")
+    if isinstance(e, IsADirectoryError):
+        return ImageError(f"{path}: a folder, not an image file; check the path")
+    why = f"{type(e).__name__}: {shorten(str(e), 120)}"
+    return ImageError(f"{path}: not a readable image ({why}); use PNG/JPEG/WebP/TIFF")
+
+
 def decode(path: str | os.PathLike) -> Image.Image:
     path = Path(path)
     try:
@@ -66,11 +80,42 @@ def decode(path: str | os.PathLike) -> Image.Image:
             im = ImageOps.exif_transpose(im)
             im.load()
             return im
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file; check the path") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        why = f"{type(e).__name__}: {str(e)[:80]}"
-        raise ImageError(f"{path}: not a readable image ({why}); use PNG/JPEG/WebP/TIFF") from None
+        raise _unreadable(path, e) from None
+
+
+def probe(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file from its header, without decoding the pixels (milliseconds even
+    for a 6000x4000 photograph); an :class:`ImageError` when it is missing or not an image."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)  # EXIF: 5-8 rotate by 90 degrees
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise _unreadable(path, e) from None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def require_min_side(path: str | os.PathLike, wh: tuple[int, int], min_side: int, who: str) -> None:
+    """An :class:`ImageError` naming ``path`` when the image (before any resize) has a side under
+    ``min_side`` px: upscaling a tiny image to the run size would score a picture of nothing."""
+    if min(wh) < min_side:
+        raise ImageError(
+            f"{path}: {wh[0]}x{wh[1]} px is under {who}'s minimum of {min_side} px per side; "
+            f"use an image at least {min_side}x{min_side} px"
+        )
+
+
+def save_format(path: str | os.PathLike) -> str:
+    """The Pillow format the suffix of ``path`` names (.png .jpg .jpeg .webp .bmp .tif .tiff)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SAVE_FORMATS:
+        raise ImageError(
+            f"{path}: unknown image suffix {suffix or '(none)'!r}; name the output "
+            f"{', '.join(SAVE_FORMATS)}"
+        )
+    return SAVE_FORMATS[suffix]
 
 
 def target_size(w: int, h: int, size: int | None, policy: str) -> tuple[int, int]:
@@ -142,10 +187,12 @@ def to_uint8(x: Tensor) -> np.ndarray:
 
 
 def save_image(x: Tensor, path: str | os.PathLike) -> Path:
-    """Save an image tensor (clamped to [0,1]) as PNG, atomically: a reader never sees a partial file."""
+    """Save an image tensor (clamped to [0,1]) in the format the suffix of ``path`` names
+    (:func:`save_format`; JPEG and WebP at quality 95), atomically: a reader never sees a partial file."""
     import io
 
+    fmt = save_format(path)
     buf = io.BytesIO()
-    Image.fromarray(to_uint8(x)).save(buf, format="PNG")
+    Image.fromarray(to_uint8(x)).save(buf, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)

@@ -58,22 +58,7 @@ class Method(nn.Module):
 
     def stylize(self, content: Tensor, style: Tensor, alpha: float | None = None, **options: Any) -> Tensor:
         spec = self.spec
-        alpha = spec.default_alpha if alpha is None else float(alpha)
-        if not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"alpha={alpha} is outside [0, 1]; pass a value between 0 and 1")
-        if alpha != 1.0 and not spec.has_alpha:
-            raise ConfigError(
-                f"{spec.name} has no content-style trade-off (its reference has no alpha); use alpha 1"
-            )
-        known = {o.name for o in spec.options}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigError(
-                f"{spec.name} has no option {', '.join(unknown)}; "
-                f"supported: {', '.join(sorted(known)) or 'none'}"
-            )
-        opts = {o.name: o.default for o in spec.options}
-        opts.update(options)
+        alpha, opts = check_call(spec, alpha, options)
         content = _check_image(content, "content", spec.min_size)
         style = _check_image(style, "style", 16)
         if style.shape[0] not in (1, content.shape[0]):
@@ -87,6 +72,28 @@ class Method(nn.Module):
         with torch.no_grad():
             out = self._stylize(content, style, alpha, **opts)
         return out[..., : content.shape[-2], : content.shape[-1]]
+
+
+def check_call(
+    spec: MethodSpec, alpha: float | None, options: dict[str, Any]
+) -> tuple[float, dict[str, Any]]:
+    """The alpha and full options a call of ``spec``'s method runs with; a :class:`ConfigError` for an alpha
+    outside [0, 1] (or not 1 for a method without one) or an unknown option. Cheap: no model needed."""
+    alpha = spec.default_alpha if alpha is None else float(alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"alpha={alpha} is outside [0, 1]; pass a value between 0 and 1")
+    if alpha != 1.0 and not spec.has_alpha:
+        raise ConfigError(
+            f"{spec.name} has no content-style trade-off (its reference has no alpha); use alpha 1"
+        )
+    known = {o.name for o in spec.options}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(
+            f"{spec.name} has no option {', '.join(unknown)}; "
+            f"supported: {', '.join(sorted(known)) or 'none'}"
+        )
+    return alpha, {**{o.name: o.default for o in spec.options}, **options}
 
 
 def _check_image(x: Tensor, what: str, min_size: int) -> Tensor:

@@ -21,12 +21,14 @@ Peak memory conventions (``peak_mem_convention`` in every record):
 * CUDA: ``torch.cuda.max_memory_allocated`` over the warm-up and timed calls, after
   ``reset_peak_memory_stats``, minus ``memory_allocated`` before them (weights and inputs excluded; cuDNN
   workspaces included). It is in-process: the caching allocator's statistics isolate each cell.
-* CPU: peak RSS delta in a fresh process: each cell runs in its own ``spawn`` worker; the kernel's peak-RSS
-  mark (``VmHWM``) is reset to the current RSS just before the measured call (``/proc/self/clear_refs``)
-  and the delta is ``VmHWM`` after it minus ``VmRSS`` before it, so the loaded model and inputs are
-  excluded. ``RssAnon`` is also polled (2 ms) and its growth kept if larger: the kernel may evict
-  file-backed pages (shared libraries) under memory pressure during the call, which lowers ``VmHWM``.
-  Where ``clear_refs`` is unavailable it is ``ru_maxrss`` growth over that call (a lower bound).
+* CPU: peak RSS delta in a fresh process: each cell runs in its own ``spawn`` worker; the heap memory freed
+  so far (model loading, the priming call) is handed back to the kernel (glibc ``malloc_trim(0)``), else the
+  call would reuse those resident pages and the RSS would not move; then the kernel's peak-RSS mark
+  (``VmHWM``) is reset to the current RSS just before the measured call (``/proc/self/clear_refs``) and the
+  delta is ``VmHWM`` after it minus ``VmRSS`` before it, so the loaded model and inputs are excluded.
+  ``RssAnon`` is also polled (2 ms) and its growth kept if larger: the kernel may evict file-backed pages
+  (shared libraries) under memory pressure during the call, which lowers ``VmHWM``. Where ``clear_refs``
+  is unavailable it is ``ru_maxrss`` growth over that call (a lower bound).
   ``tracemalloc`` is not used: it does not see torch's allocations. A CPU cell run in-process
   (``isolate=False``) records no peak memory: the high-water mark would carry over from earlier cells.
 
@@ -48,7 +50,6 @@ import datetime as _dt
 import json
 import multiprocessing as mp
 import os
-import re
 import resource
 import signal
 import sys
@@ -63,7 +64,7 @@ import numpy as np
 import torch
 
 from .config import DTYPES, ProfileConfig
-from .errors import ConfigError, SanetBenchError
+from .errors import ConfigError, SanetBenchError, is_out_of_memory, shorten
 from .io import JsonlStore, atomic_write_bytes
 from .provenance import environment
 from .results import read_manifest
@@ -80,8 +81,12 @@ MEM_CUDA = (
     "(weights and inputs excluded)"
 )
 MEM_CPU_HWM = (
-    "cpu peak RSS delta in a fresh process: VmHWM after one call minus VmRSS before it "
-    "(or polled RssAnon growth, if larger)"
+    "cpu peak RSS delta in a fresh process: free heap returned to the kernel (glibc malloc_trim(0)), then "
+    "VmHWM after one call minus VmRSS before it (or polled RssAnon growth, if larger)"
+)
+MEM_CPU_HWM_NO_TRIM = (
+    "cpu peak RSS delta in a fresh process: VmHWM after one call minus VmRSS before it (or polled RssAnon "
+    "growth, if larger); no malloc_trim here, so heap freed before the call may be reused (a lower bound)"
 )
 MEM_CPU_MAXRSS = "cpu ru_maxrss growth over one call in a fresh process (lower bound: no clear_refs)"
 MEM_NONE = "not measured: CPU cell run in-process (isolate=False)"
@@ -162,6 +167,24 @@ def _proc_status_kib(*keys: str) -> dict[str, int]:
     return out
 
 
+def release_free_heap() -> bool:
+    """Hand the C heap's free pages back to the kernel (glibc ``malloc_trim(0)``); False where unavailable.
+
+    Without it, pages freed before a measured call stay resident and the call reuses them, so its
+    allocations do not raise the RSS (a 256 px SANet call read as 1.3 MiB)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl)
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
+
+
 def _maxrss_bytes() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024  # bytes on macOS, KiB on Linux
@@ -171,11 +194,15 @@ def _maxrss_bytes() -> int:
 def rss_peak_delta(poll_s: float = 0.002) -> Iterator[dict[str, Any]]:
     """Peak RSS growth of the block: ``out["bytes"]``, ``out["convention"]``, ``out["baseline_bytes"]``.
 
+    Free heap is first returned to the kernel (:func:`release_free_heap`), so what the block allocates
+    shows as new resident pages instead of reusing freed ones.
+
     The kernel's mark (``VmHWM``) counts file-backed pages too, which the kernel may evict under memory
     pressure while the block runs, hiding growth; so ``RssAnon`` is also polled every ``poll_s`` seconds by a
     thread (torch releases the GIL) and the larger of the two deltas is kept.
     """
     out: dict[str, Any] = {}
+    trimmed = release_free_heap()
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
         hwm = "VmHWM" in _proc_status_kib("VmHWM")
@@ -203,25 +230,18 @@ def rss_peak_delta(poll_s: float = 0.002) -> Iterator[dict[str, Any]]:
         peak = _proc_status_kib("VmHWM")["VmHWM"] * 1024 if hwm else _maxrss_bytes()
         anon_delta = (anon_peak[0] - before.get("RssAnon", 0)) * 1024
         out["bytes"] = max(0, peak - out["baseline_bytes"], anon_delta)
-        out["convention"] = MEM_CPU_HWM if hwm else MEM_CPU_MAXRSS
-
-
-_CPU_OOM = re.compile(r"can't allocate memory|not enough memory|out of memory", re.IGNORECASE)
+        out["convention"] = (MEM_CPU_HWM if trimmed else MEM_CPU_HWM_NO_TRIM) if hwm else MEM_CPU_MAXRSS
 
 
 def _one_line(e: BaseException) -> str:
     if isinstance(e, SanetBenchError):
         return str(e)
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+    text = shorten(str(e))
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _classify(e: BaseException) -> str:
-    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
-        return "oom"
-    if isinstance(e, RuntimeError) and _CPU_OOM.search(str(e)):
-        return "oom"
-    return "error"
+    return "oom" if is_out_of_memory(e) else "error"
 
 
 def measure_cell(cell: dict[str, Any]) -> dict[str, Any]:

@@ -93,7 +93,11 @@ def nvidia_driver() -> str | None:
 
 
 def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Software, hardware and source identity for results produced on ``device``."""
+    """Software, hardware and source identity for results produced on ``device``.
+
+    Each version appears once (``versions`` holds the packages without a field of their own). ``cuda`` and
+    ``cudnn`` are the versions used on a CUDA device; elsewhere ``cuda`` says the build's CUDA is not used
+    ("CUDA build 13.0, not used"; None for a CPU-only build) and ``cudnn`` is None."""
     dev = torch.device(device)
     cuda_ok = torch.cuda.is_available()
     gpu = None
@@ -103,6 +107,8 @@ def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
         props = torch.cuda.get_device_properties(idx)
         gpu, gpu_memory = props.name, int(props.total_memory)
     vers = versions()
+    on_cuda = dev.type == "cuda"
+    cuda_unused = f"CUDA build {torch.version.cuda}, not used" if torch.version.cuda else None
     return {
         "package": vers.get("sanet-bench"),
         "commit": git_commit(),
@@ -111,8 +117,8 @@ def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "torchvision": vers.get("torchvision"),
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cuda": torch.version.cuda if on_cuda else cuda_unused,
+        "cudnn": torch.backends.cudnn.version() if on_cuda and torch.backends.cudnn.is_available() else None,
         "cuda_available": cuda_ok,
         "device": str(dev),
         "gpu": gpu,
@@ -121,5 +127,5 @@ def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
-        "versions": vers,
+        "versions": {k: v for k, v in vers.items() if k not in ("sanet-bench", "torch", "torchvision")},
     }

@@ -7,6 +7,9 @@ on the saved 8-bit output, writes the PNG atomically and appends one row (see :m
 After the grid, the set pass (:func:`set_pass`) scores the set-level metrics once per (method, size, alpha,
 style_size) group whose cells are all done, from the saved PNGs, and appends one ``"kind": "set"`` row each.
 
+One process at a time: a run holds an exclusive lock on ``<run folder>/run.lock`` (``fcntl.flock``, released
+when the process ends, even by SIGKILL); a second run on the same folder stops with the holder's pid.
+
 Resume: rerunning the same config on the same folder skips the cells whose latest row is ``ok``; failed cells
 are retried. A folder holding a run with another config is an error unless ``overwrite``. The identity of a
 config is :func:`run_hash`: :func:`sanet_bench.config.config_hash` of the config without ``out``, ``report``
@@ -19,8 +22,10 @@ exceptions go to ``errors.log``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import os
 import re
 import time
 import traceback
@@ -32,12 +37,18 @@ from typing import Any
 
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs on one folder are then not serialised
+    fcntl = None  # type: ignore[assignment]
 
 from . import results
 from .api import list_methods, load_method, resolve_device
 from .config import RESIZE_POLICIES, RunConfig, config_hash, to_dict
-from .errors import ConfigError, SanetBenchError
-from .images import load_image, save_image
+from .errors import ConfigError, SanetBenchError, is_out_of_memory, shorten
+from .images import load_image, probe, require_min_side, save_image
 from .io import JsonlStore
 from .metrics import Metric, build, encoder_id, evaluate, missing_components
 from .provenance import environment
@@ -45,6 +56,7 @@ from .registry import get_method_spec, get_metric_spec, metric_specs
 from .results import REF_CONTENT, REFERENCES
 
 OOM_HINT = "lower --sizes, use --device cpu or free device memory"
+LOCK = "run.lock"
 
 
 @dataclass(frozen=True)
@@ -107,9 +119,14 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
+def disk_name(method: str) -> str:
+    """A method's folder name on disk: ``ref:content`` -> ``ref-content`` (a colon is invalid on Windows)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", method)
+
+
 def output_path(cell: Cell) -> Path:
     """Relative path of a cell's PNG inside the run folder."""
-    return Path("images") / cell.method / str(cell.size) / (
+    return Path("images") / disk_name(cell.method) / str(cell.size) / (
         f"{_safe(cell.content.name)}__{_safe(cell.style.name)}__a{cell.alpha:g}.png"
     )
 
@@ -128,6 +145,12 @@ def validate(cfg: RunConfig) -> tuple[list[str], list[str]]:
         raise ConfigError(f"profile_repeats must be >= 1, got {cfg.profile_repeats}")
     if cfg.style_size is not None and cfg.style_size <= 0:
         raise ConfigError(f"style_size must be positive, got {cfg.style_size}")
+    for m in methods:
+        least = get_method_spec(m).min_size
+        if min(cfg.sizes) < least:
+            raise ConfigError(f"size {min(cfg.sizes)} is under {m}'s minimum of {least} px; e.g. --sizes 256")
+    if cfg.style_size is not None and cfg.style_size < 16:
+        raise ConfigError(f"style_size {cfg.style_size} is under the 16 px every method needs")
     bad = [a for a in cfg.alphas if not 0.0 <= a <= 1.0]
     if bad:
         raise ConfigError(f"alphas must be in [0, 1], got {bad}; e.g. --alpha 0.5,1")
@@ -183,13 +206,8 @@ def _prepare_dir(run_dir: Path, h: str, overwrite: bool) -> None:
 def _one_line(e: BaseException) -> str:
     if isinstance(e, SanetBenchError):
         return str(e)
-    msg = " ".join(str(e).split())[:300]
+    msg = shorten(str(e))
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-
-
-def _is_oom(e: BaseException) -> bool:
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
-    return isinstance(e, oom) or (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
 
 
 def _sync(device: torch.device) -> None:
@@ -238,6 +256,11 @@ def run_cell(
 ) -> dict[str, Any]:
     """Stylize, score (``update`` of each per-image metric) and save one cell; returns the row (status ok)."""
     t0 = time.perf_counter()
+    if cell.method not in REFERENCES:  # a tiny file upscaled to the run size would be scored as a picture
+        least = get_method_spec(cell.method).min_size
+        for img, side in ((cell.content, least), (cell.style, 16)):
+            if img.path is not None:
+                require_min_side(img.path, getattr(img, "size", None) or probe(img.path), side, cell.method)
     torch.manual_seed(row["seed"])
     content = images.get(cell.content, cell.size)
     style = images.get(cell.style, cell.style_size)
@@ -280,6 +303,42 @@ def run(
     cells = plan(cfg, methods, grid)
     if not cells:
         raise ConfigError(f"grid {cfg.grid!r} gives no (content, style) pairs; check the grid and max_pairs")
+    run_dir = Path(cfg.out).expanduser()
+    with lock_run_dir(run_dir):
+        return _run(cfg, methods, metrics, grid, cells, run_dir, overwrite, progress, say)
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: Path):
+    """Hold the run folder's lock (``run.lock``, holding the pid) for the block; a :class:`ResultsError`
+    naming the holder's pid when another process has it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    path = run_dir / LOCK
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise results.ResultsError(
+                f"{run_dir}: in use by another sanet-bench run (process {holder}, lock {path}); wait for it "
+                f"to finish or pass --out NEW_DIR"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _run(cfg, methods, metrics, grid, cells, run_dir, overwrite, progress, say) -> RunSummary:
     device = resolve_device(cfg.device)
     scorers = build(metrics, weights_dir=cfg.weights_dir, device=device)  # extractors load on first use...
     missing_nets = missing_components(scorers)  # ...which is now, so a wrong weight file stops the run here
@@ -287,8 +346,6 @@ def run(
     per_image = [m for m in scorers if m.per_image]
     cell_metrics = [m.name for m in per_image]
     h = run_hash(cfg)
-    run_dir = Path(cfg.out).expanduser()
-    run_dir.mkdir(parents=True, exist_ok=True)
     _prepare_dir(run_dir, h, overwrite)
 
     done = {r["key"] for r in results.latest(results.read_rows(run_dir)) if r.get("status") == "ok"}
@@ -316,8 +373,8 @@ def run(
     interrupted = True
     images = _ImageCache(cfg.resize)
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress)
-    try:
-        with results.store(run_dir) as writer:
+    try:  # notices logged while the bar is up (a method's demo weights) go through tqdm.write, above it
+        with logging_redirect_tqdm(), results.store(run_dir) as writer:
             for method in dict.fromkeys(c.method for c in cells):
                 mine = [c for c in todo if c.method == method]
                 if not mine:
@@ -452,13 +509,13 @@ def _load(method: str, cfg: RunConfig, device: torch.device) -> tuple[Any, str |
     except SanetBenchError as e:
         return None, str(e)
     except Exception as e:
-        if _is_oom(e):
+        if is_out_of_memory(e):
             return None, f"{method}: out of memory loading the model on {device}; {OOM_HINT}"
         raise
 
 
 def _cell_error(e: Exception, cell: Cell, device: torch.device, run_dir: Path) -> str:
-    if _is_oom(e):
+    if is_out_of_memory(e):
         if device.type == "cuda":
             torch.cuda.empty_cache()
         return f"out of memory at {cell.size} px on {device}; {OOM_HINT}"

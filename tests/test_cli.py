@@ -56,3 +56,73 @@ def test_stylize_user_errors_are_one_line_exit_2(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert needle in r.output and "Traceback" not in r.output
         assert len([line for line in r.output.splitlines() if line.startswith("error:")]) == 1
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model fails the test: the checks under test must come before it."""
+    from sanet_bench import api
+
+    def load_method(*a, **k):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(api, "load_method", load_method)
+
+
+def _stylize(tmp_path, *args, out="o.png", method="adain"):
+    s = _png(tmp_path / "s.png", 64, 64)
+    base = ["stylize", "--method", method, "--weights", "random", "--style", s, "--out", str(tmp_path / out)]
+    return CliRunner().invoke(main, [*base, *args])
+
+
+def _one_error_line(r) -> str:
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    [line] = [line for line in r.output.splitlines() if line.startswith("error:")]
+    return line
+
+
+def test_stylize_checks_inputs_before_loading_the_model(tmp_path, no_model):
+    c = _png(tmp_path / "c.png", 80, 80)
+    tiny = _png(tmp_path / "tiny.png", 1, 1)
+    for args, out, needles in (
+        (["--content", str(tmp_path / "typo.png")], "o.png", ["typo.png", "no such file"]),
+        (["--content", c, "--alpha", "1.5"], "o.png", ["alpha=1.5"]),
+        (["--content", c, "--size", "0"], "o.png", ["--size 0"]),
+        (["--content", c, "--option", "colour=1"], "o.png", ["no option colour"]),
+        (["--content", c], "o.xyz", ["o.xyz", "unknown image suffix"]),
+        (["--content", tiny], "o.png", [str(tmp_path / "tiny.png"), "1x1 px", "minimum of 64"]),
+    ):
+        line = _one_error_line(_stylize(tmp_path, *args, out=out))
+        assert all(n in line for n in needles), (args, line)
+
+
+def test_stylize_refuses_a_content_whose_features_cannot_fit(tmp_path, no_model, monkeypatch):
+    from sanet_bench import api
+
+    monkeypatch.setattr(api, "available_memory", lambda device: 2**20)  # 1 MiB free
+    c = _png(tmp_path / "c.png", 300, 200)
+    line = _one_error_line(_stylize(tmp_path, "--content", c))
+    assert "300x200 px (full resolution" in line and "--size" in line and "c.png" in line
+
+
+def test_stylize_out_of_memory_is_one_line_with_the_size_and_the_fix(tmp_path, monkeypatch):
+    from baselines.adain import AdaIN
+
+    def oom(self, *a, **k):  # the CPU allocator's error, as a 6000x4000 content raised it
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried "
+            "to allocate 6144000000 bytes. Error code 12 (Cannot allocate memory)"
+        )
+
+    monkeypatch.setattr(AdaIN, "_stylize", oom)
+    c = _png(tmp_path / "c.png", 96, 72)
+    line = _one_error_line(_stylize(tmp_path, "--content", c))
+    assert "out of memory" in line and "96x72 px" in line and "--size 64" in line and "c.png" in line
+    line = _one_error_line(_stylize(tmp_path, "--content", c, "--size", "64"))
+    assert "85x64 px" in line and "(--size 64)" in line
+
+
+def test_stylize_help_says_what_the_default_size_does():
+    out = CliRunner().invoke(main, ["stylize", "--help"]).output
+    assert "Default: no resize" in " ".join(out.split()) and "full resolution" in " ".join(out.split())

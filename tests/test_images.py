@@ -255,3 +255,36 @@ def test_webp_and_bmp(tmp_path):
         np.testing.assert_allclose(
             _as_hwc(load_image(tmp_path / f"i.{ext}"))[2, 2], arr[2, 2] / 255, atol=1e-6
         )
+
+
+@pytest.mark.parametrize(("suffix", "fmt"), [("jpg", "JPEG"), ("jpeg", "JPEG"), ("webp", "WEBP"),
+                                             ("bmp", "BMP"), ("tif", "TIFF"), ("png", "PNG")])
+def test_save_image_writes_the_format_the_suffix_names(tmp_path, suffix, fmt):
+    out = save_image(torch.rand(1, 3, 20, 30), tmp_path / f"x.{suffix}")
+    with Image.open(out) as im:
+        assert im.format == fmt and im.size == (30, 20)
+
+
+def test_save_image_refuses_an_unknown_suffix_and_writes_nothing(tmp_path):
+    with pytest.raises(ImageError, match=r"x\.jpgg: unknown image suffix '\.jpgg'"):
+        save_image(torch.rand(1, 3, 8, 8), tmp_path / "x.jpgg")
+    assert not list(tmp_path.iterdir())
+
+
+def test_probe_reads_the_header_size_and_names_a_bad_file(tmp_path):
+    Image.new("RGB", (30, 20)).save(tmp_path / "a.png")
+    assert images.probe(tmp_path / "a.png") == (30, 20)
+    (tmp_path / "b.png").write_bytes(b"nope")
+    with pytest.raises(ImageError, match=r"b\.png: not a readable image"):
+        images.probe(tmp_path / "b.png")
+
+
+def test_shorten_cuts_at_a_clause_end_with_an_ellipsis():
+    from sanet_bench.errors import shorten
+
+    text = ("DefaultCPUAllocator: can't allocate memory: you tried to allocate 6144000000 bytes. Error code "
+            "12 (Cannot allocate memory), while running the encoder")
+    assert shorten(text, 500) == text
+    cut = shorten(text, 100)
+    assert cut == "DefaultCPUAllocator: can't allocate memory: you tried to allocate 6144000000 bytes. …"
+    assert len(shorten(text, 30)) <= 30 and shorten(text, 30).endswith(" …")

@@ -15,6 +15,7 @@ from sanet_bench import profiling
 from sanet_bench.config import RunConfig
 from sanet_bench.errors import ConfigError, UnknownNameError
 from sanet_bench.profiling import ProfileConfig, load_records, profile, read_records
+from sanet_bench.registry import get_method_spec
 from sanet_bench.sanet import SANet, attention
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -129,9 +130,10 @@ def test_a_failing_method_is_an_error_record_not_a_crash(tmp_path):
 
 
 def test_gatys_gets_a_small_recorded_budget():
-    assert profiling._cell_options("gatys", {"iters", "ratio"}, {}) == {"iters": 10}
-    assert profiling._cell_options("gatys", {"iters"}, {"gatys": {"iters": 3}}) == {"iters": 3}
-    assert profiling._cell_options("sanet", set(), {}) == {}
+    gatys, sanet = get_method_spec("gatys"), get_method_spec("sanet")
+    assert gatys.options_for(ProfileConfig().budget) == {"iters": 10}
+    assert gatys.options_for("profile", {"iters": 3}) == {"iters": 3}
+    assert sanet.options_for("profile") == {}
 
 
 @pytest.mark.parametrize(
@@ -231,3 +233,67 @@ def test_cuda_compile_runs_without_stage_split(tmp_path):
     [r] = profile(_cfg(device="cuda", compile=True, repeats=3, warmup=1), tmp_path)
     assert r["status"] == "ok", r["error"]
     assert r["flags"]["compile"] and r["stages"] == {}
+
+
+@pytest.fixture
+def hog(monkeypatch):
+    from sanet_bench import registry
+    from sanet_bench.method import Method
+    from sanet_bench.registry import MethodSpec, Option
+
+    class Hog(Method):
+        """Loading reads a 30 MiB blob and frees it, as reading a checkpoint does (glibc then serves blocks
+        up to that size from its heap); a call holds ``mib`` MiB of 8 MiB feature maps at once."""
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(1))
+            torch.ones(30 * 2**18).sum()  # allocate, touch, free
+
+        def load_official(self, paths):
+            raise NotImplementedError
+
+        def _stylize(self, content, style, alpha, mib=64):
+            maps = [torch.ones(2 * 2**20) for _ in range(mib // 8)]  # 8 MiB each, every page touched
+            return content * self.scale + 0 * sum(float(m[0]) for m in maps)
+
+    spec = MethodSpec(name="hog", title="Hog", citation="none", reference="test", factory=Hog,
+                      options=(Option("mib", 64, "MiB allocated per call"),), weights_kinds=("random",),
+                      min_size=8)
+    monkeypatch.setitem(registry._METHODS, "hog", spec)
+    return spec
+
+
+def _mem_cell(method: str, size: int, options: dict) -> dict:
+    return {"method": method, "size": size, "device": "cpu", "dtype": "fp32", "channels_last": False,
+            "compile": False, "repeats": 0, "warmup": 0, "weights": "random", "weights_dir": None, "seed": 0,
+            "threads": 1, "options": options, "count_flops": False, "measure_cpu_mem": True}
+
+
+@pytest.mark.parametrize("mib", [64, 256])
+def test_cpu_peak_memory_reads_what_the_call_allocates(hog, mib):
+    # the priming call allocates and frees the same amount first: without returning freed heap to the kernel,
+    # the measured call reuses those resident pages and reads ~0
+    out = profiling.measure_cell(_mem_cell("hog", 16, {"mib": mib}))
+    assert out["status"] == "ok", out["error"]
+    assert out["peak_mem_convention"] == profiling.MEM_CPU_HWM
+    assert abs(out["peak_mem_bytes"] - mib * 2**20) <= 0.1 * mib * 2**20, out["peak_mem_bytes"] / 2**20
+
+
+def test_sanet_cpu_peak_memory_grows_with_pixels():
+    small, big = (profiling.measure_cell(_mem_cell("sanet", s, {})) for s in (64, 128))
+    assert small["status"] == big["status"] == "ok", (small["error"], big["error"])
+    relu1_1 = {s: 64 * s * s * 4 for s in (64, 128)}  # one feature map of the content alone
+    assert big["peak_mem_bytes"] > relu1_1[128]
+    # a fixed part (thread buffers, kernels' scratch) does not scale, the feature maps do
+    assert big["peak_mem_bytes"] - small["peak_mem_bytes"] > relu1_1[128] - relu1_1[64]
+
+
+def test_environment_lists_each_version_once_and_cuda_only_when_used(monkeypatch):
+    from sanet_bench.provenance import environment
+
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    env = environment("cpu")
+    assert env["cuda"] == "CUDA build 13.0, not used" and env["cudnn"] is None
+    assert not set(env["versions"]) & {"torch", "torchvision", "sanet-bench"}
+    assert env["torch"] == torch.__version__

@@ -350,3 +350,86 @@ def test_reference_rows_bound_the_metrics(tmp_path, grid):
     assert (ref_s["height"] == ref_c["height"].to_numpy()).all()
     assert ref_s["style_loss"].mean() < ref_c["style_loss"].mean()
     assert ref_s["content_loss"].mean() > ref_c["content_loss"].mean()
+
+
+def test_an_image_under_the_method_minimum_is_a_failed_row_naming_the_file(tmp_path, grid):
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(tmp_path / "grid" / "content" / "c9.png")
+    s = runner.run(cfg_for(tmp_path / "run"), grid=fake_grid(tmp_path / "grid"), progress=False)
+    df = s.table.set_index("key")
+    tiny = str(tmp_path / "grid" / "content" / "c9.png")
+    err = df.loc["sanet|c9|s0|64|1", "error"]
+    assert df.loc["sanet|c9|s0|64|1", "status"] == "failed" and err.startswith(f"{tiny}: 1x1 px")
+    assert "minimum of 64" in err and "content" not in err.replace(tiny, "")
+    assert df.loc["sanet|c0|s0|64|1", "status"] == "ok"
+
+
+def test_cpu_allocator_failure_is_an_out_of_memory_row(tmp_path, grid, monkeypatch):
+    original = runner.load_method
+
+    def load(name, **kw):
+        model = original(name, **kw)
+
+        def stylize(c, s, alpha=None, **o):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't "
+                               "allocate memory: you tried to allocate 6144000000 bytes. Error code 12")
+
+        model.stylize = stylize
+        return model
+
+    monkeypatch.setattr(runner, "load_method", load)
+    s = runner.run(cfg_for(tmp_path / "run", max_pairs=1), grid=grid, progress=False)
+    assert list(s.table["error"]) == [f"out of memory at 64 px on cpu; {runner.OOM_HINT}"]
+    assert not (tmp_path / "run" / "errors.log").exists()
+
+
+def test_sizes_under_a_method_minimum_stop_before_any_model_loads(tmp_path, grid, monkeypatch):
+    monkeypatch.setattr(runner, "load_method", lambda *a, **k: pytest.fail("model loaded"))
+    with pytest.raises(SanetBenchError, match="size 32 is under sanet's minimum of 64 px"):
+        runner.run(cfg_for(tmp_path / "run", sizes=[32, 64]), grid=grid, progress=False)
+
+
+def test_a_second_process_on_the_run_folder_is_refused_with_the_holders_pid(tmp_path, grid):
+    run_dir = tmp_path / "run"
+    code = ("import sys; from pathlib import Path; from sanet_bench import runner\n"
+            f"with runner.lock_run_dir(Path({str(run_dir)!r})):\n"
+            "    print('locked', flush=True); sys.stdin.read()\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        busy = rf"in use by another sanet-bench run \(process {holder.pid},"
+        with pytest.raises(SanetBenchError, match=busy):
+            runner.run(cfg_for(run_dir), grid=grid, progress=False)
+        assert not (run_dir / results.RESULTS).exists()
+    finally:
+        holder.communicate("", timeout=60)
+    s = runner.run(cfg_for(run_dir, max_pairs=1), grid=grid, progress=False)  # released: runs now
+    assert s.ok == 1
+
+
+def test_reference_outputs_have_no_colon_on_disk(tmp_path, grid):
+    s = runner.run(cfg_for(tmp_path / "run", methods=["adain"], references=True, max_pairs=1), grid=grid,
+                   progress=False)
+    refs = s.table[s.table["method"].isin(runner.REFERENCES)]
+    assert sorted(refs["method"]) == ["ref:content", "ref:style"]
+    assert sorted(Path(p).parts[1] for p in refs["output"]) == ["ref-content", "ref-style"]
+    assert not [p for p in (tmp_path / "run").rglob("*") if ":" in p.name]
+
+
+def test_a_notice_logged_during_the_run_goes_through_tqdm_write(tmp_path, grid, monkeypatch):
+    import logging
+
+    import tqdm
+
+    written = []
+    monkeypatch.setattr(tqdm.tqdm, "write", classmethod(lambda cls, s, file=None, end="\n", nolock=False:
+                                                        written.append(s)))
+    original = runner.load_method
+
+    def load(name, **kw):
+        logging.getLogger("sanet_bench.api").warning("%s: a short notice", name)
+        return original(name, **kw)
+
+    monkeypatch.setattr(runner, "load_method", load)
+    runner.run(cfg_for(tmp_path / "run", max_pairs=1), grid=grid, progress=True)
+    assert written == ["sanet: a short notice"]
