@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from sanet_bench.images import save_image
 from sanet_bench.report import render
-from sanet_bench.report.tables import content_copies, metric_summary, per_style
+from sanet_bench.report.tables import content_copies, fronts_by_kind, metric_summary, pareto_front, per_style
 
 CONTRACTS = {
     "content_loss": {
@@ -164,23 +164,41 @@ def test_large_grids_are_paged(tmp_path):
     assert [p.name for p in paths] == ["comparison_48_p1.png", "comparison_48_p2.png"]
 
 
-def test_summary_table_direction_and_best():
+def test_pareto_front_lower_is_better_in_both():
+    pts = {"a": (2.0, 1.0), "b": (0.6, 3.0), "c": (3.0, 2.0), "tie": (2.0, 1.0), "nan": (float("nan"), 0.1)}
+    assert pareto_front(pts) == {"a", "b", "tie"}  # c: a is lower in both; equal points dominate no one
+    kinds = {"a": "demo", "b": "demo", "c": "official", "tie": "demo"}
+    assert fronts_by_kind(pts, kinds) == {"a", "b", "c", "tie"}  # c is alone among the official ones
+    assert fronts_by_kind(pts, kinds, exclude={"b"}) == {"a", "c", "tie"}
+
+
+def test_summary_bolds_the_front_not_the_best_of_each_column():
     df = pd.DataFrame(
         {
-            "method": ["a", "a", "b", "b"],
-            "status": ["ok"] * 4,
-            "style": ["s1", "s2", "s1", "s2"],
-            "content_loss": [1.0, 3.0, 0.5, 0.7],
-            "ssim": [0.9, 0.7, 0.2, 0.4],
+            "method": ["a", "a", "b", "b", "c", "c", "m", "m"],
+            "status": ["ok"] * 8,
+            "style": ["s1", "s2"] * 4,
+            # b barely stylises: lowest content loss, highest SSIM, worst style loss
+            "content_loss": [1.0, 3.0, 0.5, 0.7, 2.5, 3.5, 9.0, 9.0],
+            "style_loss": [1.0, 1.0, 2.0, 2.2, 1.5, 1.5, 5.0, 5.0],
+            "ssim": [0.9, 0.7, 0.95, 0.97, 0.2, 0.4, 0.1, 0.1],
         }
     )
-    t = metric_summary(df, ["content_loss", "ssim"], {"content_loss": False, "ssim": True}, {"b": "b [DEMO]"})
-    assert t.header[2:] == ["content_loss ↓", "ssim ↑"]
-    assert t.rows[0][2] == f"2 ± {np.std([1.0, 3.0], ddof=1):.2g}" and t.rows[1][0] == "b [DEMO]"
-    assert t.bold == {(1, 2), (0, 3)}  # lower content loss: b; higher SSIM: a
-    assert "**0.6 ± 0.14**" in t.markdown() and "<b>0.8 ± 0.14</b>" in t.html()
+    better = {"content_loss": False, "style_loss": False, "ssim": True}
+    kinds = {"a": "demo", "b": "demo", "c": "demo", "m": "official"}
+    t = metric_summary(df, ["content_loss", "style_loss", "ssim"], better, {"b": "b [DEMO]"}, kinds=kinds)
+    assert t.header[:3] == ["method", "weights", "cells ok/all"]
+    assert t.header[3:] == ["content_loss ↓", "style_loss ↓", "ssim ↑"]
+    assert [r[:3] for r in t.rows] == [
+        ["a", "demo", "2/2"], ["b [DEMO]", "demo", "2/2"], ["c", "demo", "2/2"], ["m", "official", "2/2"]
+    ]
+    assert t.rows[0][3] == f"2 ± {np.std([1.0, 3.0], ddof=1):.2g}"
+    # a and b are on the demo front, c is dominated by a; m is alone of its kind; SSIM is never bolded
+    assert t.bold == {(i, c) for i in (0, 1, 3) for c in (0, 3, 4)}
+    assert "**a**" in t.markdown() and "<b>b [DEMO]</b>" in t.html() and "**c**" not in t.markdown()
+    assert "Pareto front" in t.caption and "same kind of weights" in t.caption
     ps = per_style(df, "ssim", True, {})
-    assert ps.rows == [["s1", "0.9", "0.2"], ["s2", "0.7", "0.4"]] and ps.bold == {(0, 1), (1, 1)}
+    assert ps.rows[0] == ["s1", "0.9", "0.95", "0.2", "0.1"] and ps.bold == set()
 
 
 def test_a_method_that_returned_the_content_is_flagged_and_never_best():
@@ -190,6 +208,7 @@ def test_a_method_that_returned_the_content_is_flagged_and_never_best():
             "status": ["ok"] * 6,
             "style": ["s1", "s2"] * 3,
             "content_loss": [1.0, 3.0, 0.001, 0.003, 0.5, 0.7],
+            "style_loss": [1.0, 1.0, 3.0, 3.0, 2.0, 2.0],
             "ssim": [0.9, 0.7, 1.0, 1.0, 0.2, 0.4],
         }
     )
@@ -200,11 +219,13 @@ def test_a_method_that_returned_the_content_is_flagged_and_never_best():
     assert content_copies(df, refs.iloc[:1]) == {} and content_copies(df, None) == {}
     assert content_copies(df.assign(content_loss=df["content_loss"] + 0.05), refs) == {}  # 2% of 2.5: moved
 
-    better = {"content_loss": False, "ssim": True}
-    t = metric_summary(df, ["content_loss", "ssim"], better, {"lazy": "lazy [X]"}, refs, {"lazy"})
-    assert t.bold == {(2, 2), (0, 3)}  # without the flag "lazy" would win both columns
+    better = {"content_loss": False, "style_loss": False, "ssim": True}
+    metrics = ["content_loss", "style_loss", "ssim"]
+    t = metric_summary(df, metrics, better, {"lazy": "lazy [X]"}, refs, {"lazy"})
+    assert {r for r, _ in t.bold} == {0, 2}  # without the flag "lazy" would be on the front
+    assert metric_summary(df, metrics, better, {}, refs).bold >= {(1, 0)}
     assert "not bolded: lazy [X], which returned the content" in t.caption
-    assert per_style(df, "ssim", True, {}, {"lazy"}).bold == {(0, 1), (1, 1)}
+    assert [r[0] for r in t.rows[3:]] == ["reference: ref:content", "reference: ref:style"]
 
 
 def test_report_says_which_method_returned_the_content(tmp_path):

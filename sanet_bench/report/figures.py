@@ -232,6 +232,62 @@ def quality_speed(
     return _save(fig, out_dir / "quality_speed.png", svg=True)
 
 
+KIND_MARKERS = {"official": "o", "demo": "s", "trained": "^", "random": "X"}
+REF_NAMES = {"ref:content": "the content unchanged", "ref:style": "the style image"}
+
+
+def tradeoff(
+    points: pd.DataFrame,
+    refs: pd.DataFrame,
+    out_dir: Path,
+    label: Callable[[str], tuple[str, bool]],
+    kinds: dict[str, str],
+    front: set[str],
+    size: int,
+) -> list[Path]:
+    """Content loss vs style loss at ``size`` (the way papers read the two): one point per method (rows of
+    ``points``, columns ``content_loss``, ``style_loss``), marker by kind of weights, filled and bold when
+    the method is in ``front``; the reference rows (``refs``, same columns, indexed by name) as anchors."""
+    if points.empty or not {"content_loss", "style_loss"} <= set(points):
+        return []
+    fig, ax = plt.subplots(figsize=(7.0, 5.0), layout="constrained")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (method, r) in enumerate(points.iterrows()):
+        if pd.isna(r["content_loss"]) or pd.isna(r["style_loss"]):
+            continue
+        color, on = colors[i % len(colors)], method in front
+        kind = kinds.get(method, "")
+        ax.scatter(
+            r["content_loss"], r["style_loss"], s=60, marker=KIND_MARKERS.get(kind, "D"), zorder=3,
+            color=color if on else "none", edgecolors=color, linewidths=1.5,
+        )
+        ax.annotate(
+            label(method)[0], (r["content_loss"], r["style_loss"]), fontsize=7, xytext=(5, 4),
+            textcoords="offset points", color=color, fontweight="bold" if on else "normal",
+        )
+    for name, r in refs.iterrows():
+        ax.scatter(r["content_loss"], r["style_loss"], s=140, marker="*", color="black", zorder=3)
+        ax.annotate(
+            f"{name}: {REF_NAMES.get(str(name), name)}", (r["content_loss"], r["style_loss"]), fontsize=7,
+            xytext=(5, -10), textcoords="offset points",
+        )
+    handles = [
+        plt.Line2D([], [], ls="", marker=KIND_MARKERS.get(k, "D"), color="gray", label=f"{k} weights")
+        for k in sorted({kinds.get(m, "") for m in points.index})
+    ]
+    handles.append(plt.Line2D([], [], ls="", marker="*", color="black", ms=10, label="reference"))
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    ax.margins(0.2)
+    ax.set_xlabel("content loss ↓ (mean over the grid)")
+    ax.set_ylabel("style loss ↓ (mean over the grid)")
+    ax.set_title(
+        f"Content vs style loss at {size} px — lower left is better; filled, bold: on the Pareto front\n"
+        "among methods with the same kind of weights (different kinds are not ranked together)"
+    )
+    ax.grid(True, alpha=0.3)
+    return _save(fig, out_dir / f"tradeoff_{size}.png", svg=True)
+
+
 def nice_size(values: list[Any]) -> int:
     """The report's comparison size: the largest size present (closest to the papers' 512)."""
     sizes = sorted({int(v) for v in values if not (isinstance(v, float) and math.isnan(v))})
