@@ -239,9 +239,65 @@ def test_report_says_which_method_returned_the_content(tmp_path):
     manifest["config"]["method_options"] = {"sanet": {"iters": 5}}
     (run / "manifest.json").write_text(json.dumps(manifest))
     md = (render(run, tmp_path / "r").parent / "report.md").read_text()
-    assert re.search(r"sanet\S* returned the content: its mean content loss 0.0001 is under 1% of the style "
-                     r"image's own \(2\), so it did not move the image with its options \(iters=5\)", md)
+    said = (r"sanet α=1, iters=5 returned the content: its mean content loss 0.0001 is under 1% of the style "
+            r"image's own \(2\), so it did not move the image with its options \(iters=5\)")
+    assert re.search(said, md)
     assert "**0.0001" not in md
+
+
+def test_report_is_honest_about_what_ran_how_and_at_which_alpha(tmp_path):
+    run = _run_folder(tmp_path, profile=False)
+    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    style_loss = {"sanet": 3.0, "adain": 1.0, "wct": 0.5}
+    for r in rows:
+        r["style_loss"] = None if r["status"] != "ok" else style_loss[r["method"]]
+        if r["method"] == "wct":
+            r.update(alpha=0.6, key=r["key"][:-1] + "0.6")
+        if r["method"] == "sanet":
+            r.update(input_policy="centre-cropped square", content_input="48x48", style_input="48x40")
+        else:
+            r.update(input_policy="any size", content_input="56x40", style_input="56x40")
+    for c in ("c1", "c2"):
+        for s in ("s1", "s2"):
+            base = {"content": c, "style": s, "size": 48, "alpha": 1.0, "style_size": 48, "missing": ""}
+            rows.append({**base, "key": f"stytr2|{c}|{s}|48|1", "method": "stytr2", "status": "failed",
+                         "error": "stytr2: weights error"})
+            for ref, losses in (("ref:content", (0.0, 2.0)), ("ref:style", (4.0, 0.01))):
+                rows.append({**base, "key": f"{ref}|{c}|{s}|48|1", "method": ref, "status": "ok",
+                             "content_loss": losses[0], "style_loss": losses[1], "ssim": 0.5})
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["metrics"]["style_loss"] = {**CONTRACTS["content_loss"], "convention": "gram"}
+    fix = "stytr2: official files missing — run `sanet-bench weights pull stytr2`"
+    manifest["weights"]["stytr2"] = {"source": "auto", "error": fix}
+    manifest["method_options"] = {"adain": {"preserve_color": True}, "sanet": {}}
+    manifest["input_policies"] = {"sanet": {"applied": "centre-cropped square", "note": "tokens on a grid"}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+
+    out = render(run, tmp_path / "rep").parent
+    md = (out / "report.md").read_text()
+    sections = dict(re.findall(r"^## (.+?)\n(.*?)(?=^## |\Z)", md, flags=re.S | re.M))
+    # counts: method cells apart from reference cells
+    assert "23 method cells ok, 5 failed; 8 reference cells" in sections["Summary"]
+    # the method that could not run: one section with its fix, nowhere else
+    assert f"| stytr2 | {fix} |" in sections["Methods that could not run"]
+    assert all("stytr2" not in text for title, text in sections.items()
+               if title not in ("Methods that could not run", "Provenance"))
+    assert "1 failed cells" in sections["Provenance"]
+    # adapted inputs: which method, how, the sizes that went in, why
+    adapted = sections["Adapted inputs"]
+    assert "| sanet | centre-cropped square | 48x48 | 48x40 | tokens on a grid |" in adapted
+    assert "adain" not in adapted and "wct" not in adapted
+    # alpha and options in every label
+    assert "wct [RANDOM WEIGHTS] α=0.6" in md and "adain [RANDOM WEIGHTS] α=1, preserve_color=True" in md
+    assert "| sanet α=1 | official |" in md
+    # bold: the Pareto front within one kind (sanet has more style loss than the unchanged content)
+    assert "| **adain [RANDOM WEIGHTS] α=1, preserve_color=True** |" in md and "| **wct" in md
+    assert "**sanet" not in md
+    assert "Different kinds of model — do not rank them against each other" in sections["Summary"]
+    for size in (32, 48):
+        fig = f"figures/tradeoff_{size}.png"
+        assert fig in sections["Metrics"] and (out / fig).is_file()
 
 
 def test_cli_report_and_errors(tmp_path):
