@@ -77,7 +77,7 @@ def comparison_pages(
     pages = [pairs[i : i + rows_per_page] for i in range(0, len(pairs), rows_per_page)]
     written: list[Path] = []
     for p, page in enumerate(pages, 1):
-        ncols = 2 + len(methods)
+        ncols, lines = 2 + len(methods), 1
         fig, axes = plt.subplots(
             len(page), ncols, figsize=(CELL_IN * ncols, CELL_IN * len(page) + 0.5), squeeze=False
         )
@@ -108,9 +108,10 @@ def comparison_pages(
                         _show(ax, None, str(e)[:60])
                 if r == 0:
                     text, loud = label(method)
-                    title = text.replace(" [", "\n[").replace(", ", ",\n")  # narrow columns
+                    title = text.replace(" [", "\n[").replace(", ", ",\n").replace(" α=", "\nα=")  # narrow
                     ax.set_title(title, color=LOUD_COLOR if loud else "black")
-        above_titles = 1.0 + 0.5 / (CELL_IN * len(page) + 0.5)  # clear of three-line column titles
+                    lines = max(lines, title.count("\n") + 1)
+        above_titles = 1.0 + (0.2 + 0.16 * lines) / (CELL_IN * len(page) + 0.5)  # clear of the column titles
         fig.suptitle(f"Comparison at {size} px (page {p}/{len(pages)})", y=above_titles)
         axes[0][0].figure.subplots_adjust(wspace=0.04, hspace=0.08)
         written += _save(fig, out_dir / f"comparison_{size}_p{p}.png", svg=False)
@@ -250,8 +251,9 @@ def tradeoff(
     the method is in ``front``; the reference rows (``refs``, same columns, indexed by name) as anchors."""
     if points.empty or not {"content_loss", "style_loss"} <= set(points):
         return []
-    fig, ax = plt.subplots(figsize=(7.0, 5.0), layout="constrained")
+    fig, ax = plt.subplots(figsize=(9.0, 5.0), layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    bold = []  # legend entries of the front (labels in a legend stay legible when points crowd)
     for i, (method, r) in enumerate(points.iterrows()):
         if pd.isna(r["content_loss"]) or pd.isna(r["style_loss"]):
             continue
@@ -260,29 +262,24 @@ def tradeoff(
         ax.scatter(
             r["content_loss"], r["style_loss"], s=60, marker=KIND_MARKERS.get(kind, "D"), zorder=3,
             color=color if on else "none", edgecolors=color, linewidths=1.5,
+            label=f"{label(method)[0]} ({kind} weights)",
         )
-        ax.annotate(
-            label(method)[0], (r["content_loss"], r["style_loss"]), fontsize=7, xytext=(5, 4),
-            textcoords="offset points", color=color, fontweight="bold" if on else "normal",
-        )
+        bold.append(on)
     for name, r in refs.iterrows():
-        ax.scatter(r["content_loss"], r["style_loss"], s=140, marker="*", color="black", zorder=3)
-        ax.annotate(
-            f"{name}: {REF_NAMES.get(str(name), name)}", (r["content_loss"], r["style_loss"]), fontsize=7,
-            xytext=(5, -10), textcoords="offset points",
-        )
-    handles = [
-        plt.Line2D([], [], ls="", marker=KIND_MARKERS.get(k, "D"), color="gray", label=f"{k} weights")
-        for k in sorted({kinds.get(m, "") for m in points.index})
-    ]
-    handles.append(plt.Line2D([], [], ls="", marker="*", color="black", ms=10, label="reference"))
-    ax.legend(handles=handles, fontsize=7, loc="best")
+        text = f"{name}: {REF_NAMES.get(str(name), name)}"
+        ax.scatter(r["content_loss"], r["style_loss"], s=140, marker="*", color="black", zorder=3, label=text)
+        ax.annotate(text, (r["content_loss"], r["style_loss"]), fontsize=7, xytext=(5, -10),
+                    textcoords="offset points")
+        bold.append(False)
+    legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    for text, on in zip(legend.get_texts(), bold, strict=True):
+        text.set_fontweight("bold" if on else "normal")
     ax.margins(0.2)
     ax.set_xlabel("content loss ↓ (mean over the grid)")
     ax.set_ylabel("style loss ↓ (mean over the grid)")
     ax.set_title(
         f"Content vs style loss at {size} px — lower left is better; filled, bold: on the Pareto front\n"
-        "among methods with the same kind of weights (different kinds are not ranked together)"
+        "among methods with the same kind of weights (marker: kind; different kinds are not ranked together)"
     )
     ax.grid(True, alpha=0.3)
     return _save(fig, out_dir / f"tradeoff_{size}.png", svg=True)

@@ -64,6 +64,12 @@ def _set_metrics_table(run_dir: Path, contracts: dict[str, Any], short: dict[str
     return tables.Table(header, rows, caption="set-level metrics: one value per method, size and alpha")
 
 
+def _fix_first(error: str) -> tuple[str, str]:
+    """``(fix, problem)`` of a one-line error written ``problem — fix`` (``("", error)`` otherwise)."""
+    problem, sep, fix = error.rpartition(" — ")
+    return (fix, problem) if sep else ("", error)
+
+
 def _xy(means: pd.DataFrame) -> dict[str, tuple[float, float]]:
     """``{row name: (content loss, style loss)}`` of a frame of means."""
     return {str(m): (r[tables.TRADEOFF[0]], r[tables.TRADEOFF[1]]) for m, r in means.iterrows()}
@@ -216,7 +222,8 @@ def render(
     sections.append(_section("Summary", head))
     if not_run:
         sections.append(_section("Methods that could not run", [_tbl(tables.Table(
-            ["method", "why, and how to get its files"], [[m, r] for m, r in not_run.items()],
+            ["method", "how to get its files", "why"],
+            [[m, *_fix_first(r)] for m, r in not_run.items()],
             caption="no cell of these methods ran; they are left out of the figures and tables below",
         ))]))
     adapted = _adapted_inputs(everything[~is_ref], manifest)
