@@ -471,9 +471,12 @@ def run_cmd(config_path, preset, overwrite, progress, **fields):
     cfg = config.load(RunConfig, preset, config_path, overrides)
     summary = job.run(cfg, overwrite=overwrite, progress=progress, echo=lambda m: click.echo(m, err=True))
     click.echo(results.format_summary(summary.table))
+    manifest = results.read_manifest(summary.run_dir)
+    for method, reason in results.could_not_run(summary.table, manifest).items():
+        click.echo(f"could not run {method}: {reason}")
     click.echo(
-        f"{summary.ok} ok, {summary.failed} failed, {summary.skipped} already done of {summary.cells} cells; "
-        f"results in {summary.run_dir}"
+        f"{results.count_line(summary.table)}; this call ran {summary.ok + summary.failed} of "
+        f"{summary.cells} cells ({summary.skipped} already done); results in {summary.run_dir}"
     )
     sys.exit(1 if summary.any_failed else 0)
 

@@ -29,6 +29,10 @@ missing        ``metric: reason; ...`` for metrics that could not be computed (e
 seconds        stylize wall time of the cell (device synchronised), excluding image IO and metrics
 seconds_total  the whole cell: image loading, stylize, metrics, saving
 height, width  output size in px
+input_policy   the method's input policy as applied (``InputPolicy.describe()``, e.g. ``centre-cropped square,
+               sides a multiple of 8``; ``any size``: the grid's images went in unchanged)
+content_input  ``WxH`` of the content that went into the method, after its input policy; ``style_input`` the
+               style's
 output         output PNG path relative to the run folder
 weights        ``official`` or ``random``
 weights_id     official: ``file=sha256;...``; random: ``random(seed=N)`` — never quality numbers
@@ -60,9 +64,14 @@ MANIFEST = "manifest.json"
 KEY_COLUMNS = ("method", "content", "style", "size", "alpha")
 FRONT = ("key", *KEY_COLUMNS, "style_size", "status", "error")
 BACK = (
-    "missing", "seconds", "seconds_total", "height", "width", "output", "weights", "weights_id", "encoder",
+    "missing", "seconds", "seconds_total", "height", "width", "input_policy", "content_input", "style_input",
+    "output", "weights", "weights_id", "encoder",
     "device", "seed", "config_hash", "finished",
 )
+
+# Reference rows: the content, or the style resized to the content's size, scored as if it were an output.
+REF_CONTENT, REF_STYLE = "ref:content", "ref:style"
+REFERENCES = (REF_CONTENT, REF_STYLE)
 
 
 # Reference rows: the content and the (resized) style scored as if they were outputs, to bound each metric.
@@ -186,6 +195,36 @@ def format_summary(df: pd.DataFrame) -> str:
                 cells.append(f"{mean:.4g} ± {0.0 if pd.isna(std) else std:.2g}")
         lines.append(cells)
     return format_table(header, lines, left=range(len(header)))
+
+
+def count_line(df: pd.DataFrame) -> str:
+    """How many cells a run has, the same way everywhere (terminal and report): method cells ok and failed,
+    then the reference cells, e.g. ``24 method cells ok, 8 failed; 8 reference cells``. Set rows are not
+    cells (:func:`load` leaves them out)."""
+    if "kind" in df:
+        df = df[df["kind"] != "set"]
+    is_ref = df["method"].isin(REFERENCES) if len(df) else pd.Series(dtype=bool)
+    cells, refs = df[~is_ref], df[is_ref]
+    ok = int((cells["status"] == "ok").sum()) if len(cells) else 0
+    line = f"{ok} method cells ok, {len(cells) - ok} failed"
+    return line + (f"; {len(refs)} reference cells" if len(refs) else "")
+
+
+def could_not_run(df: pd.DataFrame, manifest: dict[str, Any] | None) -> dict[str, str]:
+    """``{method: one-line reason with its fix}`` for each method (not a reference) without a single ok cell:
+    the method's load error from the manifest (e.g. its weight files are missing: ``sanet-bench weights pull
+    NAME``), else the most common error of its cells."""
+    weights = (manifest or {}).get("weights", {})
+    out: dict[str, str] = {}
+    for method, g in df[~df["method"].isin(REFERENCES)].groupby("method", sort=False):
+        if (g["status"] == "ok").any():
+            continue
+        errors = g["error"].dropna()
+        reason = (weights.get(method) or {}).get("error") or (
+            errors.mode().iloc[0] if len(errors) else "no cell finished"
+        )
+        out[str(method)] = str(reason)
+    return out
 
 
 def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -2,8 +2,10 @@
 
 ``run(cfg)`` checks the whole config before the first cell (a user error then stops with nothing written),
 loads each method once, and for each cell: seeds torch from the cell key, loads the two images (content at
-``size``, style at ``cfg.style_size`` or ``size``, both by ``cfg.resize``), stylizes, computes the metrics
-on the saved 8-bit output, writes the PNG atomically and appends one row (see :mod:`sanet_bench.results`).
+``size``, style at ``cfg.style_size`` or ``size``, both by ``cfg.resize``), adapts them to the method's
+input policy (:func:`prepare_inputs`; the row records the policy and the sizes that went in), stylizes,
+computes the metrics on the saved 8-bit output, writes the PNG atomically and appends one row (see
+:mod:`sanet_bench.results`).
 After the grid, the set pass (:func:`set_pass`) scores the set-level metrics once per (method, size, alpha,
 style_size) group whose cells are all done, from the saved PNGs, and appends one ``"kind": "set"`` row each.
 
@@ -52,7 +54,7 @@ from .images import load_image, probe, require_min_side, save_image
 from .io import JsonlStore
 from .metrics import Metric, build, encoder_id, evaluate, missing_components
 from .provenance import environment
-from .registry import get_method_spec, get_metric_spec, metric_specs
+from .registry import InputPolicy, get_method_spec, get_metric_spec, metric_specs
 from .results import REF_CONTENT, REFERENCES
 
 OOM_HINT = "lower --sizes, use --device cpu or free device memory"
@@ -237,6 +239,42 @@ class _ImageCache:
         return self.cache[k]
 
 
+def input_policy(method: str) -> InputPolicy:
+    """``method``'s declared input policy; the reference rows take any size."""
+    return InputPolicy() if method in REFERENCES else get_method_spec(method).input_policy
+
+
+def _centre_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+    return x[..., top : top + h, left : left + w]
+
+
+def prepare_inputs(
+    policy: InputPolicy, content: torch.Tensor, style: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``content`` and ``style`` adapted to ``policy``, in this order: centre-crop each to a square
+    (``square``), centre-crop each side down to a multiple of ``multiple``, resize the style to the content's
+    size (``style_like_content``, antialiased bicubic). Images that already fit are returned unchanged."""
+    out = []
+    for x in (content, style):
+        h, w = x.shape[-2:]
+        if policy.square:
+            h = w = min(h, w)
+        m = max(1, policy.multiple)
+        h, w = (h // m * m or h), (w // m * m or w)  # under one multiple: left for the method to refuse
+        out.append(_centre_crop(x, h, w) if (h, w) != tuple(x.shape[-2:]) else x)
+    content, style = out
+    if policy.style_like_content and style.shape[-2:] != content.shape[-2:]:
+        style = torch.nn.functional.interpolate(
+            style, size=tuple(content.shape[-2:]), mode="bicubic", antialias=True, align_corners=False
+        ).clamp(0, 1)
+    return content, style
+
+
+def _wxh(x: torch.Tensor) -> str:
+    return f"{int(x.shape[-1])}x{int(x.shape[-2])}"
+
+
 def _base_row(cell: Cell, cfg: RunConfig, h: str, device: torch.device) -> dict[str, Any]:
     return {
         "key": cell.key, "method": cell.method, "content": cell.content.name, "style": cell.style.name,
@@ -262,8 +300,11 @@ def run_cell(
             if img.path is not None:
                 require_min_side(img.path, getattr(img, "size", None) or probe(img.path), side, cell.method)
     torch.manual_seed(row["seed"])
-    content = images.get(cell.content, cell.size)
-    style = images.get(cell.style, cell.style_size)
+    policy = input_policy(cell.method)
+    content, style = prepare_inputs(
+        policy, images.get(cell.content, cell.size), images.get(cell.style, cell.style_size)
+    )
+    row.update(input_policy=policy.describe(), content_input=_wxh(content), style_input=_wxh(style))
     device = model.device
     _sync(device)
     t1 = time.perf_counter()
@@ -357,6 +398,9 @@ def _run(cfg, methods, metrics, grid, cells, run_dir, overwrite, progress, say) 
         metrics={m: _metric_info(m) for m in metrics}, encoder=enc_id, missing_networks=missing_nets,
         cells=len(cells), methods=methods,
         method_options={m: method_options(cfg, m) for m in methods},
+        input_policies={
+            m: {"applied": input_policy(m).describe(), "note": input_policy(m).note} for m in methods
+        },
     )
     manifest["sessions"].append({"started": _now(), "skipped": sum(c.key in done for c in cells)})
     results.write_manifest(run_dir, manifest)
@@ -473,8 +517,10 @@ def set_pass(
         try:
             for c in group:
                 out = load_image(run_dir / ok_cells[c.key]["output"]).to(device)
-                content = images.get(c.content, c.size).to(device)
-                style = images.get(c.style, c.style_size).to(device)
+                content, style = prepare_inputs(  # what the cell's metrics compared the output with
+                    input_policy(c.method), images.get(c.content, c.size), images.get(c.style, c.style_size)
+                )
+                content, style = content.to(device), style.to(device)
                 for m in list(live):
                     try:
                         m.update(out, content, style)

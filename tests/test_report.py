@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from sanet_bench.images import save_image
 from sanet_bench.report import render
-from sanet_bench.report.tables import content_copies, metric_summary, per_style
+from sanet_bench.report.tables import content_copies, fronts_by_kind, metric_summary, pareto_front, per_style
 
 CONTRACTS = {
     "content_loss": {
@@ -164,23 +164,41 @@ def test_large_grids_are_paged(tmp_path):
     assert [p.name for p in paths] == ["comparison_48_p1.png", "comparison_48_p2.png"]
 
 
-def test_summary_table_direction_and_best():
+def test_pareto_front_lower_is_better_in_both():
+    pts = {"a": (2.0, 1.0), "b": (0.6, 3.0), "c": (3.0, 2.0), "tie": (2.0, 1.0), "nan": (float("nan"), 0.1)}
+    assert pareto_front(pts) == {"a", "b", "tie"}  # c: a is lower in both; equal points dominate no one
+    kinds = {"a": "demo", "b": "demo", "c": "official", "tie": "demo"}
+    assert fronts_by_kind(pts, kinds) == {"a", "b", "c", "tie"}  # c is alone among the official ones
+    assert fronts_by_kind(pts, kinds, exclude={"b"}) == {"a", "c", "tie"}
+
+
+def test_summary_bolds_the_front_not_the_best_of_each_column():
     df = pd.DataFrame(
         {
-            "method": ["a", "a", "b", "b"],
-            "status": ["ok"] * 4,
-            "style": ["s1", "s2", "s1", "s2"],
-            "content_loss": [1.0, 3.0, 0.5, 0.7],
-            "ssim": [0.9, 0.7, 0.2, 0.4],
+            "method": ["a", "a", "b", "b", "c", "c", "m", "m"],
+            "status": ["ok"] * 8,
+            "style": ["s1", "s2"] * 4,
+            # b barely stylises: lowest content loss, highest SSIM, worst style loss
+            "content_loss": [1.0, 3.0, 0.5, 0.7, 2.5, 3.5, 9.0, 9.0],
+            "style_loss": [1.0, 1.0, 2.0, 2.2, 1.5, 1.5, 5.0, 5.0],
+            "ssim": [0.9, 0.7, 0.95, 0.97, 0.2, 0.4, 0.1, 0.1],
         }
     )
-    t = metric_summary(df, ["content_loss", "ssim"], {"content_loss": False, "ssim": True}, {"b": "b [DEMO]"})
-    assert t.header[2:] == ["content_loss ↓", "ssim ↑"]
-    assert t.rows[0][2] == f"2 ± {np.std([1.0, 3.0], ddof=1):.2g}" and t.rows[1][0] == "b [DEMO]"
-    assert t.bold == {(1, 2), (0, 3)}  # lower content loss: b; higher SSIM: a
-    assert "**0.6 ± 0.14**" in t.markdown() and "<b>0.8 ± 0.14</b>" in t.html()
+    better = {"content_loss": False, "style_loss": False, "ssim": True}
+    kinds = {"a": "demo", "b": "demo", "c": "demo", "m": "official"}
+    t = metric_summary(df, ["content_loss", "style_loss", "ssim"], better, {"b": "b [DEMO]"}, kinds=kinds)
+    assert t.header[:3] == ["method", "weights", "cells ok/all"]
+    assert t.header[3:] == ["content_loss ↓", "style_loss ↓", "ssim ↑"]
+    assert [r[:3] for r in t.rows] == [
+        ["a", "demo", "2/2"], ["b [DEMO]", "demo", "2/2"], ["c", "demo", "2/2"], ["m", "official", "2/2"]
+    ]
+    assert t.rows[0][3] == f"2 ± {np.std([1.0, 3.0], ddof=1):.2g}"
+    # a and b are on the demo front, c is dominated by a; m is alone of its kind; SSIM is never bolded
+    assert t.bold == {(i, c) for i in (0, 1, 3) for c in (0, 3, 4)}
+    assert "**a**" in t.markdown() and "<b>b [DEMO]</b>" in t.html() and "**c**" not in t.markdown()
+    assert "Pareto front" in t.caption and "same kind of weights" in t.caption
     ps = per_style(df, "ssim", True, {})
-    assert ps.rows == [["s1", "0.9", "0.2"], ["s2", "0.7", "0.4"]] and ps.bold == {(0, 1), (1, 1)}
+    assert ps.rows[0] == ["s1", "0.9", "0.95", "0.2", "0.1"] and ps.bold == set()
 
 
 def test_a_method_that_returned_the_content_is_flagged_and_never_best():
@@ -190,6 +208,7 @@ def test_a_method_that_returned_the_content_is_flagged_and_never_best():
             "status": ["ok"] * 6,
             "style": ["s1", "s2"] * 3,
             "content_loss": [1.0, 3.0, 0.001, 0.003, 0.5, 0.7],
+            "style_loss": [1.0, 1.0, 3.0, 3.0, 2.0, 2.0],
             "ssim": [0.9, 0.7, 1.0, 1.0, 0.2, 0.4],
         }
     )
@@ -200,11 +219,13 @@ def test_a_method_that_returned_the_content_is_flagged_and_never_best():
     assert content_copies(df, refs.iloc[:1]) == {} and content_copies(df, None) == {}
     assert content_copies(df.assign(content_loss=df["content_loss"] + 0.05), refs) == {}  # 2% of 2.5: moved
 
-    better = {"content_loss": False, "ssim": True}
-    t = metric_summary(df, ["content_loss", "ssim"], better, {"lazy": "lazy [X]"}, refs, {"lazy"})
-    assert t.bold == {(2, 2), (0, 3)}  # without the flag "lazy" would win both columns
+    better = {"content_loss": False, "style_loss": False, "ssim": True}
+    metrics = ["content_loss", "style_loss", "ssim"]
+    t = metric_summary(df, metrics, better, {"lazy": "lazy [X]"}, refs, {"lazy"})
+    assert {r for r, _ in t.bold} == {0, 2}  # without the flag "lazy" would be on the front
+    assert metric_summary(df, metrics, better, {}, refs).bold >= {(1, 0)}
     assert "not bolded: lazy [X], which returned the content" in t.caption
-    assert per_style(df, "ssim", True, {}, {"lazy"}).bold == {(0, 1), (1, 1)}
+    assert [r[0] for r in t.rows[3:]] == ["reference: ref:content", "reference: ref:style"]
 
 
 def test_report_says_which_method_returned_the_content(tmp_path):
@@ -218,9 +239,65 @@ def test_report_says_which_method_returned_the_content(tmp_path):
     manifest["config"]["method_options"] = {"sanet": {"iters": 5}}
     (run / "manifest.json").write_text(json.dumps(manifest))
     md = (render(run, tmp_path / "r").parent / "report.md").read_text()
-    assert re.search(r"sanet\S* returned the content: its mean content loss 0.0001 is under 1% of the style "
-                     r"image's own \(2\), so it did not move the image with its options \(iters=5\)", md)
+    said = (r"sanet α=1, iters=5 returned the content: its mean content loss 0.0001 is under 1% of the style "
+            r"image's own \(2\), so it did not move the image with its options \(iters=5\)")
+    assert re.search(said, md)
     assert "**0.0001" not in md
+
+
+def test_report_is_honest_about_what_ran_how_and_at_which_alpha(tmp_path):
+    run = _run_folder(tmp_path, profile=False)
+    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    style_loss = {"sanet": 3.0, "adain": 1.0, "wct": 0.5}
+    for r in rows:
+        r["style_loss"] = None if r["status"] != "ok" else style_loss[r["method"]]
+        if r["method"] == "wct":
+            r.update(alpha=0.6, key=r["key"][:-1] + "0.6")
+        if r["method"] == "sanet":
+            r.update(input_policy="centre-cropped square", content_input="48x48", style_input="48x40")
+        else:
+            r.update(input_policy="any size", content_input="56x40", style_input="56x40")
+    for c in ("c1", "c2"):
+        for s in ("s1", "s2"):
+            base = {"content": c, "style": s, "size": 48, "alpha": 1.0, "style_size": 48, "missing": ""}
+            rows.append({**base, "key": f"stytr2|{c}|{s}|48|1", "method": "stytr2", "status": "failed",
+                         "error": "stytr2: weights error"})
+            for ref, losses in (("ref:content", (0.0, 2.0)), ("ref:style", (4.0, 0.01))):
+                rows.append({**base, "key": f"{ref}|{c}|{s}|48|1", "method": ref, "status": "ok",
+                             "content_loss": losses[0], "style_loss": losses[1], "ssim": 0.5})
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["metrics"]["style_loss"] = {**CONTRACTS["content_loss"], "convention": "gram"}
+    fix = "stytr2: official files missing — run `sanet-bench weights pull stytr2`"
+    manifest["weights"]["stytr2"] = {"source": "auto", "error": fix}
+    manifest["method_options"] = {"adain": {"preserve_color": True}, "sanet": {}}
+    manifest["input_policies"] = {"sanet": {"applied": "centre-cropped square", "note": "tokens on a grid"}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+
+    out = render(run, tmp_path / "rep").parent
+    md = (out / "report.md").read_text()
+    sections = dict(re.findall(r"^## (.+?)\n(.*?)(?=^## |\Z)", md, flags=re.S | re.M))
+    # counts: method cells apart from reference cells
+    assert "23 method cells ok, 5 failed; 8 reference cells" in sections["Summary"]
+    # the method that could not run: one section with its fix, nowhere else
+    assert "| stytr2 | run `sanet-bench weights pull stytr2` | stytr2: official files missing |" in md
+    assert all("stytr2" not in text for title, text in sections.items()
+               if title not in ("Methods that could not run", "Provenance"))
+    assert "1 failed cells" in sections["Provenance"]
+    # adapted inputs: which method, how, the sizes that went in, why
+    adapted = sections["Adapted inputs"]
+    assert "| sanet | centre-cropped square | 48x48 | 48x40 | tokens on a grid |" in adapted
+    assert "adain" not in adapted and "wct" not in adapted
+    # alpha and options in every label
+    assert "wct [RANDOM WEIGHTS] α=0.6" in md and "adain [RANDOM WEIGHTS] α=1, preserve_color=True" in md
+    assert "| sanet α=1 | official |" in md
+    # bold: the Pareto front within one kind (sanet has more style loss than the unchanged content)
+    assert "| **adain [RANDOM WEIGHTS] α=1, preserve_color=True** |" in md and "| **wct" in md
+    assert "**sanet" not in md
+    assert "Different kinds of model — do not rank them against each other" in sections["Summary"]
+    for size in (32, 48):
+        fig = f"figures/tradeoff_{size}.png"
+        assert fig in sections["Metrics"] and (out / fig).is_file()
 
 
 def test_cli_report_and_errors(tmp_path):

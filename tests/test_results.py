@@ -84,3 +84,31 @@ def test_manifest_round_trip_is_atomic_json(tmp_path):
     (tmp_path / results.MANIFEST).write_text("{")
     with pytest.raises(results.ResultsError, match="manifest.json: not valid JSON"):
         results.read_manifest(tmp_path)
+
+
+def test_cells_are_counted_apart_from_references_and_set_rows(tmp_path):
+    with results.store(tmp_path) as w:
+        for c in ("c0", "c1", "c2"):
+            w.append(row(("sanet", c, "s", 64, 1.0), ssim=0.5))
+            w.append(row(("ref:content", c, "s", 64, 1.0), ssim=1.0))
+        w.append(row(("adain", "c0", "s", 64, 1.0), status="failed"))
+        w.append({"key": "set|sanet|64|1|64", "kind": "set", "method": "sanet", "status": "ok"})
+    df = results.load(tmp_path)
+    assert results.count_line(df) == "3 method cells ok, 1 failed; 3 reference cells"
+    assert results.count_line(results.to_frame(results.read_rows(tmp_path))) == results.count_line(df)
+    assert results.count_line(df[df["method"] == "sanet"]) == "3 method cells ok, 0 failed"
+
+
+def test_could_not_run_names_each_method_without_an_ok_cell_and_its_fix(tmp_path):
+    with results.store(tmp_path) as w:
+        w.append(row(("sanet", "c0", "s", 64, 1.0), ssim=0.5))
+        w.append(row(("sanet", "c1", "s", 64, 1.0), status="failed"))  # one ok cell: it ran
+        for c in ("c0", "c1"):
+            w.append({**row(("stytr2", c, "s", 64, 1.0), status="failed"), "error": "stytr2: files missing"})
+            w.append(row(("wct", c, "s", 64, 1.0), status="failed"))
+            w.append(row(("ref:style", c, "s", 64, 1.0), status="failed"))
+    df = results.load(tmp_path)
+    fix = "stytr2: missing — run `sanet-bench weights pull stytr2`"
+    manifest = {"weights": {"stytr2": {"source": "auto", "error": fix}, "wct": {"source": "demo"}}}
+    assert results.could_not_run(df, manifest) == {"stytr2": fix, "wct": "boom"}
+    assert results.could_not_run(df, None)["stytr2"] == "stytr2: files missing"

@@ -260,11 +260,16 @@ def test_cli_run_summary_and_exit_codes(tmp_path):
             "--no-references", "--no-progress"]
     r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "ok")])
     assert r.exit_code == 0, r.output
-    assert "style_loss" in r.output and "±" in r.output and "2 ok, 0 failed" in r.output
+    assert "style_loss" in r.output and "±" in r.output
+    assert "2 method cells ok, 0 failed; this call ran 2 of 2 cells (0 already done)" in r.output
+    assert "could not run" not in r.output
     r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "ok"), "--sizes", "72"])
     assert r.exit_code == 2 and "error:" in r.output and "different config" in r.output
     r = CliRunner().invoke(main, [*args, "--weights", "official", "--out", str(tmp_path / "bad")])
-    assert r.exit_code == 1 and "0 ok, 2 failed" in r.output
+    assert r.exit_code == 1 and "0 method cells ok, 2 failed" in r.output
+    # one line per method that could not run, with the way to get its files
+    line = next(x for x in r.output.splitlines() if x.startswith("could not run sanet: "))
+    assert "official files missing" in line and "sanet-bench weights pull sanet" in line
     r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "x"), "--metrics", "psnr"])
     assert r.exit_code == 2 and "unknown metric 'psnr'" in r.output
 
@@ -306,7 +311,8 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_table(tmp_path):
 
     again = subprocess.run(_cli(folder, killed), cwd=ROOT, env=env, capture_output=True, timeout=120)
     assert again.returncode == 0, again.stderr.decode()[-2000:]
-    assert f"{8 - n_before} ok, 0 failed, {n_before} already done of 8 cells" in again.stdout.decode()
+    assert f"8 method cells ok, 0 failed; this call ran {8 - n_before} of 8 cells ({n_before} already done)" \
+        in again.stdout.decode()
     raw = results.read_rows(killed)
     assert len(raw) == 8 and len({r["key"] for r in raw}) == 8  # no cell lost, none done twice
     a, b = results.load(tmp_path / "full"), results.load(killed)
@@ -433,3 +439,38 @@ def test_a_notice_logged_during_the_run_goes_through_tqdm_write(tmp_path, grid, 
     monkeypatch.setattr(runner, "load_method", load)
     runner.run(cfg_for(tmp_path / "run", max_pairs=1), grid=grid, progress=True)
     assert written == ["sanet: a short notice"]
+
+
+def test_input_policy_crops_and_resizes_only_what_it_declares():
+    from sanet_bench.registry import InputPolicy
+
+    content, style = torch.rand(1, 3, 64, 85), torch.rand(1, 3, 70, 90)
+    c, s = runner.prepare_inputs(InputPolicy(), content, style)
+    assert c is content and s is style  # any size: unchanged
+    stytr2_like = InputPolicy(square=True, style_like_content=True, multiple=8)
+    c, s = runner.prepare_inputs(stytr2_like, content, style)
+    assert c.shape[-2:] == s.shape[-2:] == (64, 64)
+    assert torch.equal(c, content[..., :, 10:74])  # centre crop of the 85 px side
+    assert s.min() >= 0 and s.max() <= 1
+    c, s = runner.prepare_inputs(InputPolicy(multiple=8), content, style)
+    assert c.shape[-2:] == (64, 80) and s.shape[-2:] == (64, 88)  # each side down to a multiple of 8
+    assert torch.equal(c, content[..., :, 2:82]) and torch.equal(s, style[..., 3:67, 1:89])
+    c, s = runner.prepare_inputs(InputPolicy(multiple=8), content[..., :5, :5], style)
+    assert c.shape[-2:] == (5, 5)  # under one multiple: left for the method to refuse
+
+
+def test_cells_run_on_inputs_adapted_to_the_method_and_the_row_says_so(tmp_path, grid):
+    """StyTr2 needs square content and style of one size, sides a multiple of 8: the grid's 85x64 content and
+    80x80 style at 64 px go in as 64x64 each, and the row records that."""
+    cfg = cfg_for(tmp_path / "run", methods=["stytr2", "sanet"], max_pairs=1, references=True)
+    df = runner.run(cfg, grid=grid, progress=False).table.set_index("method")
+    assert set(df["status"]) == {"ok"}
+    st = df.loc["stytr2"]
+    policy = "centre-cropped square, style resized to the content's size, sides a multiple of 8"
+    assert st["input_policy"] == policy
+    assert (st["content_input"], st["style_input"], st["height"], st["width"]) == ("64x64", "64x64", 64, 64)
+    sa = df.loc["sanet"]
+    assert (sa["input_policy"], sa["content_input"], sa["style_input"]) == ("any size", "85x64", "64x64")
+    assert df.loc["ref:style", "content_input"] == "85x64"
+    manifest = json.loads((tmp_path / "run" / results.MANIFEST).read_text())
+    assert "asserts equal" in manifest["input_policies"]["stytr2"]["note"]

@@ -77,7 +77,7 @@ def comparison_pages(
     pages = [pairs[i : i + rows_per_page] for i in range(0, len(pairs), rows_per_page)]
     written: list[Path] = []
     for p, page in enumerate(pages, 1):
-        ncols = 2 + len(methods)
+        ncols, lines = 2 + len(methods), 1
         fig, axes = plt.subplots(
             len(page), ncols, figsize=(CELL_IN * ncols, CELL_IN * len(page) + 0.5), squeeze=False
         )
@@ -108,9 +108,10 @@ def comparison_pages(
                         _show(ax, None, str(e)[:60])
                 if r == 0:
                     text, loud = label(method)
-                    title = text.replace(" [", "\n[").replace(", ", ",\n")  # narrow columns
+                    title = text.replace(" [", "\n[").replace(", ", ",\n").replace(" α=", "\nα=")  # narrow
                     ax.set_title(title, color=LOUD_COLOR if loud else "black")
-        above_titles = 1.0 + 0.5 / (CELL_IN * len(page) + 0.5)  # clear of three-line column titles
+                    lines = max(lines, title.count("\n") + 1)
+        above_titles = 1.0 + (0.2 + 0.16 * lines) / (CELL_IN * len(page) + 0.5)  # clear of the column titles
         fig.suptitle(f"Comparison at {size} px (page {p}/{len(pages)})", y=above_titles)
         axes[0][0].figure.subplots_adjust(wspace=0.04, hspace=0.08)
         written += _save(fig, out_dir / f"comparison_{size}_p{p}.png", svg=False)
@@ -230,6 +231,58 @@ def quality_speed(
         ax.grid(True, alpha=0.3)
     fig.suptitle("Quality vs speed (red: non-official weights)")
     return _save(fig, out_dir / "quality_speed.png", svg=True)
+
+
+KIND_MARKERS = {"official": "o", "demo": "s", "trained": "^", "random": "X"}
+REF_NAMES = {"ref:content": "the content unchanged", "ref:style": "the style image"}
+
+
+def tradeoff(
+    points: pd.DataFrame,
+    refs: pd.DataFrame,
+    out_dir: Path,
+    label: Callable[[str], tuple[str, bool]],
+    kinds: dict[str, str],
+    front: set[str],
+    size: int,
+) -> list[Path]:
+    """Content loss vs style loss at ``size`` (the way papers read the two): one point per method (rows of
+    ``points``, columns ``content_loss``, ``style_loss``), marker by kind of weights, filled and bold when
+    the method is in ``front``; the reference rows (``refs``, same columns, indexed by name) as anchors."""
+    if points.empty or not {"content_loss", "style_loss"} <= set(points):
+        return []
+    fig, ax = plt.subplots(figsize=(9.0, 5.0), layout="constrained")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    bold = []  # legend entries of the front (labels in a legend stay legible when points crowd)
+    for i, (method, r) in enumerate(points.iterrows()):
+        if pd.isna(r["content_loss"]) or pd.isna(r["style_loss"]):
+            continue
+        color, on = colors[i % len(colors)], method in front
+        kind = kinds.get(method, "")
+        ax.scatter(
+            r["content_loss"], r["style_loss"], s=60, marker=KIND_MARKERS.get(kind, "D"), zorder=3,
+            color=color if on else "none", edgecolors=color, linewidths=1.5,
+            label=f"{label(method)[0]} ({kind} weights)",
+        )
+        bold.append(on)
+    for name, r in refs.iterrows():
+        text = f"{name}: {REF_NAMES.get(str(name), name)}"
+        ax.scatter(r["content_loss"], r["style_loss"], s=140, marker="*", color="black", zorder=3, label=text)
+        ax.annotate(text, (r["content_loss"], r["style_loss"]), fontsize=7, xytext=(5, -10),
+                    textcoords="offset points")
+        bold.append(False)
+    legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    for text, on in zip(legend.get_texts(), bold, strict=True):
+        text.set_fontweight("bold" if on else "normal")
+    ax.margins(0.2)
+    ax.set_xlabel("content loss ↓ (mean over the grid)")
+    ax.set_ylabel("style loss ↓ (mean over the grid)")
+    ax.set_title(
+        f"Content vs style loss at {size} px — lower left is better; filled, bold: on the Pareto front\n"
+        "among methods with the same kind of weights (marker: kind; different kinds are not ranked together)"
+    )
+    ax.grid(True, alpha=0.3)
+    return _save(fig, out_dir / f"tradeoff_{size}.png", svg=True)
 
 
 def nice_size(values: list[Any]) -> int:

@@ -11,6 +11,14 @@ LOUD = {
 }
 
 
+KIND = {  # what each kind of weights is, in a few words: methods of different kinds are not ranked together
+    "official": "the published pretrained models",
+    "demo": "sanet-bench's offline demo stand-ins, not the published models",
+    "trained": "`sanet-bench train` runs",
+    "random": "untrained",
+}
+
+
 def weights_source(info: dict[str, Any] | None) -> str:
     return str((info or {}).get("source", "unknown"))
 

@@ -64,6 +64,49 @@ def _set_metrics_table(run_dir: Path, contracts: dict[str, Any], short: dict[str
     return tables.Table(header, rows, caption="set-level metrics: one value per method, size and alpha")
 
 
+def _fix_first(error: str) -> tuple[str, str]:
+    """``(fix, problem)`` of a one-line error written ``problem — fix`` (``("", error)`` otherwise)."""
+    problem, sep, fix = error.rpartition(" — ")
+    return (fix, problem) if sep else ("", error)
+
+
+def _xy(means: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """``{row name: (content loss, style loss)}`` of a frame of means."""
+    return {str(m): (r[tables.TRADEOFF[0]], r[tables.TRADEOFF[1]]) for m, r in means.iterrows()}
+
+
+def _variants(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple[str, float]]]:
+    """``df`` with ``method`` naming what the report compares: the method, or ``method α=A`` for a method run
+    at several alphas; and ``{that name: (method, alpha)}``."""
+    several = df.groupby("method")["alpha"].nunique() > 1
+    names = [f"{m} α={a:g}" if several[m] else m for m, a in zip(df["method"], df["alpha"], strict=True)]
+    variant_of = {n: (m, float(a)) for n, m, a in zip(names, df["method"], df["alpha"], strict=True)}
+    return df.assign(method=names), variant_of
+
+
+def _adapted_inputs(df: pd.DataFrame, manifest: dict[str, Any]) -> Any:
+    """Which methods ran on inputs adapted to their input policy, how, and the sizes that went in."""
+    notes = manifest.get("input_policies", {})
+    if "input_policy" not in df:
+        return None
+    rows = []
+    for method, g in df[df["input_policy"].notna()].groupby("method", sort=False):
+        applied = str(g["input_policy"].iloc[0])
+        if applied == "any size":
+            continue
+        rows.append([
+            str(method), applied, ", ".join(sorted(set(g["content_input"].dropna()))),
+            ", ".join(sorted(set(g["style_input"].dropna()))), (notes.get(method) or {}).get("note", ""),
+        ])
+    if not rows:
+        return None
+    return tables.Table(
+        ["method", "applied", "content in (WxH)", "style in (WxH)", "why (the reference)"], rows,
+        caption="inputs cropped or resized before stylize to what the method's reference can compute; "
+        "its metrics compare the output with these inputs",
+    )
+
+
 def _section(title: str, parts: list[tuple[str, str]]) -> Section:
     """``parts``: (markdown, html) pairs."""
     return Section(title, "\n\n".join(m for m, _ in parts if m), "".join(h for _, h in parts))
@@ -115,23 +158,42 @@ def render(
     contracts: dict[str, Any] = manifest.get("metrics", {})
     better = {m: c.get("higher_is_better") for m, c in contracts.items()}
 
-    def label(method: str) -> tuple[str, bool]:
-        info = weights.get(method)
-        return labels.short_label(method, info), not labels.is_official(info)
-
-    short = {m: label(m)[0] for m in dict.fromkeys(list(df["method"]) + list(weights))}
+    # the options each method ran with (its budget's, then the config's); older runs: the config's
+    options = manifest.get("method_options") or manifest.get("config", {}).get("method_options", {})
+    counts = results.count_line(df)
+    not_run = results.could_not_run(df, manifest)
     is_ref = df["method"].isin(REFERENCES)
-    refs, df = df[is_ref], df[~is_ref]  # reference rows: the content / style scored as outputs
+    refs = df[is_ref]  # reference rows: the content / style scored as outputs
+    everything, df = df, df[~is_ref & ~df["method"].isin(list(not_run))]
+    df, variant_of = _variants(df)
+    kinds = {v: labels.weights_source(weights.get(m)) for v, (m, _) in variant_of.items()}
+
+    def label(key: str) -> tuple[str, bool]:
+        """A method (or a method at one alpha): weights, alpha and any non-default option."""
+        method, alpha = variant_of.get(key, (key, None))
+        info = weights.get(method)
+        text = labels.short_label(method, info) + ("" if alpha is None else f" α={alpha:g}")
+        opts = ", ".join(f"{k}={v}" for k, v in (options.get(method) or {}).items())
+        return text + (f", {opts}" if opts else ""), not labels.is_official(info)
+
+    short = {m: labels.short_label(m, weights.get(m)) for m in dict.fromkeys(list(everything["method"]))}
+
+    def perf_label(method: str) -> tuple[str, bool]:
+        """A profiled method: timed at its default alpha, with its options."""
+        opts = ", ".join(f"{k}={v}" for k, v in (options.get(method) or {}).items())
+        info = weights.get(method)
+        return labels.short_label(method, info) + (f", {opts}" if opts else ""), not labels.is_official(info)
+    named = {v: label(v)[0] for v in variant_of}
     methods = list(dict.fromkeys(df["method"]))
     metrics = results.metric_columns(df)
     sections: list[Section] = []
 
     # -- header ---------------------------------------------------------------------------------------
     env = manifest.get("environment", {})
-    loud = [m for m in methods if label(m)[1]]
+    loud = list(dict.fromkeys(variant_of[v][0] for v in methods if label(v)[1]))
     head: list[tuple[str, str]] = [
         _text(
-            f"Run folder {run_dir} — {len(df)} cells ({int((df['status'] == 'ok').sum())} ok) — config "
+            f"Run folder {run_dir} — {counts} — config "
             f"{str(manifest.get('config_hash', ''))[:12]} — commit {env.get('commit')}"
             f"{' (dirty)' if env.get('dirty') else ''} — device {env.get('device')} "
             f"({env.get('gpu') or env.get('cpu')}) — torch {env.get('torch')}"
@@ -145,9 +207,28 @@ def render(
             f'<div class="loud"><b>{html.escape(intro)}</b><ul>'
             + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul></div>",
         ))
+    by_kind: dict[str, list[str]] = {}
+    for v in methods:
+        by_kind.setdefault(kinds[v], []).append(named[v])
+    if len(by_kind) > 1:
+        head.append(_text(
+            "Different kinds of model — do not rank them against each other: "
+            + "; ".join(f"{k} ({labels.KIND.get(k, 'unknown weights')}): {', '.join(v)}"
+                        for k, v in sorted(by_kind.items()))
+            + ". Bold rows and the trade-off fronts compare methods of one kind only."
+        ))
     if manifest.get("encoder"):
         head.append(_text(f"VGG metrics computed with: {manifest['encoder']}"))
     sections.append(_section("Summary", head))
+    if not_run:
+        sections.append(_section("Methods that could not run", [_tbl(tables.Table(
+            ["method", "how to get its files", "why"],
+            [[m, *_fix_first(r)] for m, r in not_run.items()],
+            caption="no cell of these methods ran; they are left out of the figures and tables below",
+        ))]))
+    adapted = _adapted_inputs(everything[~is_ref], manifest)
+    if adapted is not None:
+        sections.append(_section("Adapted inputs", [_tbl(adapted)]))
 
     # -- comparison figures ---------------------------------------------------------------------------
     size = figures.nice_size(list(df["size"]))
@@ -164,19 +245,27 @@ def render(
     if metrics:
         references = refs if not refs.empty else None
         copies = tables.content_copies(df, references)
-        parts = [_tbl(tables.metric_summary(df, metrics, better, short, references, set(copies)))]
-        # the options each method ran with (its budget's, then the config's); older runs: the config's
-        options = manifest.get("method_options") or manifest.get("config", {}).get("method_options", {})
+        figs = []
+        for s in sorted({int(x) for x in df["size"]}):
+            ok_at = df[(df["status"] == "ok") & (df["size"] == s)]
+            pts = ok_at.groupby("method", sort=False)[[c for c in tables.TRADEOFF if c in ok_at]].mean()
+            if len(pts.columns) < 2:
+                continue
+            ref_at = refs[refs["size"] == s].groupby("method")[list(pts.columns)].mean()
+            front = tables.fronts_by_kind(_xy(pts), kinds, set(copies), _xy(ref_at))
+            figs += figures.tradeoff(pts, ref_at, fig_dir, label, kinds, front, s)
+        parts = [(_fig_md(figs, out_dir), _fig_html(figs, out_dir))] if figs else []
+        parts.append(_tbl(tables.metric_summary(df, metrics, better, named, references, set(copies), kinds)))
         for m, (loss, style_loss) in copies.items():
-            opts = ", ".join(f"{k}={v}" for k, v in options.get(m, {}).items()) or "defaults"
+            opts = ", ".join(f"{k}={v}" for k, v in options.get(variant_of[m][0], {}).items()) or "defaults"
             parts.append(_text(
-                f"{short[m]} returned the content: its mean content loss {loss:.3g} is under "
+                f"{named[m]} returned the content: its mean content loss {loss:.3g} is under "
                 f"{tables.COPY_FRACTION:.0%} of the style image's own ({style_loss:.3g}), so it did not "
-                f"move the image with its options ({opts}); it is not bolded as best. Give it a larger "
-                "budget (method_options in the config) to see it stylise."
+                f"move the image with its options ({opts}); it is left off the Pareto front. Give it a "
+                "larger budget (method_options in the config) to see it stylise."
             ))
         for m in [m for m in MAIN_METRICS if m in metrics and df[m].notna().any()]:
-            parts.append(_tbl(tables.per_style(df, m, better.get(m), short, set(copies))))
+            parts.append(_tbl(tables.per_style(df, m, better.get(m), named)))
         missing = df.loc[df["missing"].fillna("") != "", "missing"].unique() if "missing" in df else []
         if len(missing):
             parts.append(_text("Missing metrics: " + " | ".join(sorted(set(missing)))[:600]))
@@ -188,8 +277,8 @@ def render(
     # -- performance ----------------------------------------------------------------------------------
     if prof is not None and not prof.empty:
         dev = str(prof["device"].iloc[0])
-        figs = figures.performance(prof, fig_dir, label, dev)
-        figs += figures.stages(prof, fig_dir, label)
+        figs = figures.performance(prof, fig_dir, perf_label, dev)
+        figs += figures.stages(prof, fig_dir, perf_label)
         common = set(prof.loc[prof["status"] == "ok", "size"].astype(int)) & set(df["size"].astype(int))
         psize = max(common) if common else size  # quality and speed measured at the same size
         ok_prof = prof[(prof["status"] == "ok") & (prof["size"] == psize)].set_index("method")
@@ -205,7 +294,8 @@ def render(
                 [
                     (_fig_md(figs, out_dir), _fig_html(figs, out_dir)),
                     _tbl(tables.performance(prof, short)),
-                    _text("Peak memory convention: " + ("; ".join(conv) or "not recorded")),
+                    _text("Timed at each method's default alpha. Peak memory convention: "
+                          + ("; ".join(conv) or "not recorded")),
                 ],
             )
         )
@@ -277,10 +367,10 @@ def render(
                 tables.Table(["role", "image", "provenance", "sha256 (prefix)"], imgs, caption="grid images")
             )
         )
-    failed = df[df["status"] != "ok"]
+    failed = df[df["status"] != "ok"]  # the methods that could not run at all have their own section
     if not failed.empty:
         rows = [
-            [r["method"], f"{r['content']} × {r['style']} @ {r['size']}", str(r["error"])]
+            [named[r["method"]], f"{r['content']} × {r['style']} @ {r['size']}", str(r["error"])]
             for _, r in failed.head(50).iterrows()
         ]
         prov.append(
@@ -291,8 +381,8 @@ def render(
     # -- data and output files ------------------------------------------------------------------------
     data_dir = out_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(data_dir / "results.csv", df.to_csv(index=False).encode())
-    atomic_write_bytes(data_dir / "summary.csv", results.summary(df).to_csv().encode())
+    atomic_write_bytes(data_dir / "results.csv", everything.to_csv(index=False).encode())
+    atomic_write_bytes(data_dir / "summary.csv", results.summary(everything).to_csv().encode())
     if prof is not None:
         atomic_write_bytes(data_dir / "profile.csv", prof.to_csv(index=False).encode())
     links = "Raw data: [results.csv](data/results.csv), [summary.csv](data/summary.csv)" + (

@@ -1,12 +1,12 @@
-"""Report tables: per-method mean ± std with the better direction and the best in bold; per-style breakdown;
-performance. Each table is returned as a :class:`Table` and rendered to Markdown or HTML."""
+"""Report tables: per-method mean ± std with the better direction, the content-loss/style-loss Pareto front in
+bold (no single column crowns a "best"); per-style breakdown; performance. Each table is returned as a
+:class:`Table` and rendered to Markdown or HTML."""
 
 from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from ..results import REF_STYLE
@@ -56,13 +56,35 @@ def _fmt(mean: float, std: float | None) -> str:
     return f"{mean:.4g} ± {0.0 if std is None or pd.isna(std) else std:.2g}"
 
 
-def _best(values: dict[int, float], higher: bool | None) -> set[int]:
-    vals = {i: v for i, v in values.items() if v is not None and not pd.isna(v)}
-    if higher is None or len(vals) < 2:
-        return set()
-    target = max(vals.values()) if higher else min(vals.values())
-    return {i for i, v in vals.items() if np.isclose(v, target, rtol=1e-9, atol=0)}
+def pareto_front(points: dict[str, tuple[float, float]]) -> set[str]:
+    """The names whose (x, y) no other point dominates (lower or equal in both, lower in one); lower is better
+    in both. NaN points are never on the front."""
+    ok = {k: p for k, p in points.items() if not (pd.isna(p[0]) or pd.isna(p[1]))}
+    return {
+        k for k, (x, y) in ok.items()
+        if not any(x2 <= x and y2 <= y and (x2 < x or y2 < y) for j, (x2, y2) in ok.items() if j != k)
+    }
 
+
+def fronts_by_kind(
+    points: dict[str, tuple[float, float]],
+    kinds: dict[str, str],
+    exclude: set[str] = frozenset(),
+    anchors: dict[str, tuple[float, float]] | None = None,
+) -> set[str]:
+    """:func:`pareto_front` within each kind of weights (``kinds[name]``: official, demo, random, ...):
+    methods of different kinds of model are not ranked against each other. ``exclude``: never on a front.
+    ``anchors`` (the reference rows) dominate like methods but are never on a front: a method with more
+    style loss than the unchanged content is not on it."""
+    anchors = {f"\0{k}": p for k, p in (anchors or {}).items()}
+    groups: dict[str, dict[str, tuple[float, float]]] = {}
+    for k, p in points.items():
+        if k not in exclude:
+            groups.setdefault(kinds.get(k, ""), dict(anchors))[k] = p
+    return set().union(*[pareto_front(g) for g in groups.values()]) - set(anchors)
+
+
+TRADEOFF = ("content_loss", "style_loss")  # the two metrics read together: the papers' trade-off
 
 COPY_FRACTION = 0.01  # content_copies: under 1% of the style image's own content loss
 
@@ -91,67 +113,74 @@ def metric_summary(
     labels: dict[str, str],
     references: pd.DataFrame | None = None,
     no_bold: set[str] = frozenset(),
+    kinds: dict[str, str] | None = None,
 ) -> Table:
-    """Method x metric (mean ± std over successful cells), best per column in bold among the methods.
+    """Method x metric (mean ± std over successful cells) with each method's kind of weights.
 
-    ``references`` (optional) holds reference rows (e.g. the content or the style itself as the output),
-    shown below the methods and never bolded; nor are the methods in ``no_bold`` (see
-    :func:`content_copies`).
+    Bold: the methods on the content-loss/style-loss Pareto front among those with the same kind of weights
+    (``kinds``, method -> kind; :func:`fronts_by_kind`, the references as anchors) — their name and those
+    two cells. No column is
+    crowned on its own: a method that barely stylises has the lowest content loss. ``references``
+    (optional): reference rows (the content or the style itself as the output), shown below the methods as
+    anchors, never bolded; nor are the methods in ``no_bold`` (see :func:`content_copies`).
     """
+    kinds = kinds or {}
     ok = df[df["status"] == "ok"]
     methods = list(dict.fromkeys(df["method"]))
-    header = ["method", "cells ok/all", *[f"{m} {arrow(better.get(m))}" for m in metrics]]
-    rows, means = [], {m: {} for m in metrics}
-    for i, method in enumerate(methods):
+    header = ["method", "weights", "cells ok/all", *[f"{m} {arrow(better.get(m))}" for m in metrics]]
+    rows, points = [], {}
+    for method in methods:
         g = ok[ok["method"] == method]
         n_all = int((df["method"] == method).sum())
-        row = [labels.get(method, method), f"{len(g)}/{n_all}"]
+        row = [labels.get(method, method), kinds.get(method, "–"), f"{len(g)}/{n_all}"]
         for m in metrics:
             col = g[m].dropna() if m in g else pd.Series(dtype=float)
-            means[m][i] = col.mean() if len(col) and method not in no_bold else None
             row.append(_fmt(col.mean() if len(col) else None, col.std() if len(col) > 1 else None))
         rows.append(row)
-    bold = {(i, 2 + j) for j, m in enumerate(metrics) for i in _best(means[m], better.get(m))}
+        if all(m in g for m in TRADEOFF):
+            points[method] = (g[TRADEOFF[0]].mean(), g[TRADEOFF[1]].mean())
+    anchors = {}
+    if references is not None and all(m in references for m in TRADEOFF):
+        for name, g in references.groupby("method", sort=False):
+            anchors[str(name)] = (g[TRADEOFF[0]].mean(), g[TRADEOFF[1]].mean())
+    front = fronts_by_kind(points, kinds, set(no_bold), anchors)
+    cols = [0] + [3 + metrics.index(m) for m in TRADEOFF if m in metrics]
+    bold = {(i, c) for i, method in enumerate(methods) if method in front for c in cols}
     if references is not None:
         for name, g in references.groupby("method", sort=False):
             rows.append(
                 [
                     f"reference: {name}",
+                    "–",
                     f"{len(g)}/{len(g)}",
                     *[_fmt(g[m].mean(), g[m].std()) if m in g else "–" for m in metrics],
                 ]
             )
-    caption = "mean ± std over the grid's successful cells; bold: best method per column"
+    caption = (
+        "mean ± std over the grid's successful cells; bold: on the Pareto front of content loss and style "
+        "loss among methods with the same kind of weights (no such method, and no reference, has both "
+        "lower); no single column has a best"
+    )
     if no_bold:
         copies = ", ".join(labels.get(m, m) for m in sorted(no_bold))
         caption += f" (not bolded: {copies}, which returned the content)"
     return Table(header, rows, bold, caption)
 
 
-def per_style(
-    df: pd.DataFrame,
-    metric: str,
-    higher: bool | None,
-    labels: dict[str, str],
-    no_bold: set[str] = frozenset(),
-) -> Table:
-    """Style x method means of one metric (best per style in bold, never a method in ``no_bold``)."""
+def per_style(df: pd.DataFrame, metric: str, higher: bool | None, labels: dict[str, str]) -> Table:
+    """Style x method means of one metric; nothing in bold (one metric alone ranks nothing)."""
     ok = df[(df["status"] == "ok") & df[metric].notna()] if metric in df else df.iloc[0:0]
     methods = list(dict.fromkeys(df["method"]))
     styles = sorted(df["style"].unique())
     header = ["style", *[labels.get(m, m) for m in methods]]
-    rows, bold = [], set()
-    for r, style in enumerate(styles):
-        vals = {}
+    rows = []
+    for style in styles:
         row = [style]
-        for j, m in enumerate(methods):
+        for m in methods:
             v = ok[(ok["style"] == style) & (ok["method"] == m)][metric]
-            vals[j] = v.mean() if len(v) else None
-            row.append("–" if vals[j] is None else f"{vals[j]:.4g}")
-        candidates = {j: v for j, v in vals.items() if methods[j] not in no_bold}
-        bold |= {(r, 1 + j) for j in _best(candidates, higher)}
+            row.append(f"{v.mean():.4g}" if len(v) else "–")
         rows.append(row)
-    return Table(header, rows, bold, f"{metric} {arrow(higher)} per style (mean over contents and sizes)")
+    return Table(header, rows, caption=f"{metric} {arrow(higher)} per style (mean over contents and sizes)")
 
 
 def performance(prof: pd.DataFrame, labels: dict[str, str]) -> Table:
