@@ -55,6 +55,9 @@ def _lost_reason(e: BaseException) -> str:
     ray = _ray()
     if isinstance(e, ray.exceptions.OutOfMemoryError) or "out of memory" in str(e).lower():
         return "the Ray worker ran out of memory and was killed"
+    if "creation task" in str(e):  # the worker's constructor raised: say what it raised
+        last = [ln for ln in str(e).splitlines() if ln.strip()][-1].strip()
+        return f"the Ray worker could not start ({last[:200]})"
     return f"the Ray worker died ({type(e).__name__})"
 
 
