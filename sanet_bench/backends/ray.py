@@ -187,8 +187,8 @@ class RayBackend:
     ) -> Iterator[tuple[Any, Any, Any]]:
         """``(chain, item, fn(item))``: each chain's items in order on its node (``chains[c] = (node id,
         items)``), each call in a fresh worker process; after a result for which ``stop`` is true, the rest
-        of that chain yields ``None`` without running. A call whose worker dies yields a
-        :class:`WorkerLost`."""
+        of that chain yields ``None`` without running. A call whose worker dies yields (and passes ``stop``)
+        a :class:`WorkerLost`."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         ray = self.ray
@@ -213,7 +213,7 @@ class RayBackend:
                     ray.exceptions.OutOfMemoryError) as e:
                 result = WorkerLost(_lost_reason(e))
             yield c, item, result
-            if isinstance(result, WorkerLost) or stop(result):
+            if stop(result):
                 while left[c]:
                     yield c, left[c].popleft(), None
             elif left[c]:
