@@ -118,3 +118,17 @@ def test_a_killed_driver_resumes_without_duplicated_rows(cluster, tmp_path):
     assert 0 < before < summary.cells == 12
     assert summary.skipped == before and summary.ok == 12 - before
     assert sorted(keys) == sorted(set(keys)) and len(keys) == 12  # every cell once
+
+
+def test_profile_on_ray_tags_records_with_the_node_device(cluster, tmp_path):
+    from sanet_bench.config import ProfileConfig
+    from sanet_bench.profiling import device_identity, environment, load_records, profile
+
+    cfg = ProfileConfig(methods=["adain"], sizes=[96, 64], repeats=1, count_flops=False, backend="ray",
+                        address=cluster)
+    recs = profile(cfg, tmp_path / "p")
+    here = device_identity(environment("cpu"))  # the local cluster's one node is this machine
+    got = [(r["size"], r["status"], device_identity(r["env"])) for r in recs]
+    assert got == [(64, "ok", here), (96, "ok", here)]  # sizes in ascending order
+    assert all(r["peak_mem_bytes"] is not None and r["isolated"] for r in recs)  # a fresh process per task
+    assert list(load_records(tmp_path / "p")["device_id"]) == [here, here]
