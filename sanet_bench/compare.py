@@ -11,6 +11,8 @@ Cells with too few samples are reported as ``too-few-repeats`` and never fail th
 
 A cell that ran in BASE but failed in NEW (``oom``/``error``/``skipped-after-oom``) is a regression too.
 Runs from different hardware (GPU name on CUDA, CPU model on CPU) are refused unless ``cross_device``.
+A run may hold several devices (a Ray profile): cells are then matched per device identity too (and named
+with it); two single-device runs match on the cell alone, so ``cross_device`` compares them.
 """
 
 from __future__ import annotations
@@ -43,21 +45,24 @@ def parse_threshold(text: str | float) -> float:
     return value
 
 
-def cell_key(rec: dict[str, Any]) -> tuple:
+def cell_key(rec: dict[str, Any], per_device: bool = False) -> tuple:
+    """The cell a record measures; ``per_device``: its device identity is part of it (last element)."""
     flags = rec.get("flags") or {}
     return (
         rec["method"], int(rec["size"]), str(rec.get("device", "cpu")).split(":")[0],
         rec.get("dtype", "fp32"),
         bool(flags.get("channels_last")), bool(flags.get("compile")),
         json.dumps(rec.get("options") or {}, sort_keys=True),
+        device_identity(rec.get("env") or {}) if per_device else None,
     )
 
 
 def cell_name(key: tuple) -> str:
-    method, size, device, dtype, channels_last, compiled, options = key
+    method, size, device, dtype, channels_last, compiled, options, identity = key
     flags = "".join((" channels-last" if channels_last else "", " compile" if compiled else ""))
     opts = "" if options == "{}" else f" {options}"
-    return f"{method} {size}px {device} {dtype}{flags}{opts}"
+    on = f" on {identity}" if identity else ""
+    return f"{method} {size}px {device} {dtype}{flags}{opts}{on}"
 
 
 @dataclass
@@ -151,8 +156,9 @@ def compare_runs(
             f"{base} ran on {', '.join(bdev)} but {new} ran on {', '.join(ndev)}; timings from different "
             "hardware are not comparable — pass --cross-device to compare anyway"
         )
-    bmap = {cell_key(r): r for r in base_recs}
-    nmap = {cell_key(r): r for r in new_recs}
+    per_device = len(bdev) > 1 or len(ndev) > 1
+    bmap = {cell_key(r, per_device): r for r in base_recs}
+    nmap = {cell_key(r, per_device): r for r in new_recs}
     keys = sorted(set(bmap) | set(nmap))
     cells = [_compare_cell(k, bmap.get(k), nmap.get(k), threshold, alpha) for k in keys]
     return Comparison(cells, threshold, alpha, bdev, ndev)

@@ -32,6 +32,7 @@ WEIGHT_KINDS = ("auto", "official", "demo", "random")
 RESIZE_POLICIES = ("shorter", "longer", "exact", "multiple16", "none")
 DTYPES = ("fp32", "fp16", "bf16")
 BUDGETS = ("run", "profile", "full", "paper")
+BACKENDS = ("local", "ray")
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
@@ -74,6 +75,11 @@ class RunConfig:
         factory=dict, cli="--option",
         help="METHOD.KEY=VALUE, repeatable, over the budget's (gatys.iters=20, adain.preserve_color=true).",
     )
+    backend: str = opt("local", "Where cells run: local (this process) or ray (a Ray cluster; "
+                        "pip install sanet-bench[ray]).", choices=BACKENDS)
+    address: str | None = opt(None, "Ray cluster address (ray start --head prints it); default: a Ray "
+                              "cluster on this machine.")
+    workers: int = opt(0, "Ray workers; 0: one per GPU of the cluster on cuda, one per CPU on cpu.")
 
 
 @dataclass
@@ -99,6 +105,9 @@ class ProfileConfig:
     method_options: dict[str, dict[str, Any]] = opt(
         factory=dict, cli="--option", help="METHOD.KEY=VALUE, repeatable, e.g. gatys.iters=20.",
     )
+    backend: str = opt("local", "Where cells run: local (this machine) or ray (one task per node type, "
+                        "method and size; pip install sanet-bench[ray]).", choices=BACKENDS)
+    address: str | None = opt(None, "Ray cluster address; default: a Ray cluster on this machine.")
 
 
 def _type_name(tp: Any) -> str:

@@ -40,6 +40,12 @@ its formula for the other SDPA kernels.
 Status: ``ok``; ``oom`` (out of memory: CUDA OOM, CPU allocation failure, or the worker killed by
 SIGKILL); ``error`` (one-line message in ``error``); ``skipped-after-oom`` (a larger size of a method that ran
 out of memory). Sizes run in ascending order.
+
+Backends: ``local`` (this machine, ``cfg.device``) or ``ray``: one task per (node type, method, size), each in
+a fresh worker process with its own GPU on CUDA (``cuda`` there is the GPU Ray gives the task), pinned to
+one node of each type — node types are the distinct :func:`device_identity` of the alive nodes — and the
+sizes of a (node type, method) in ascending order. Every record carries its node's ``env``, so one profile
+folder may hold several devices (``manifest.json``: ``devices``).
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .backends import WorkerLost, get_backend
 from .config import DTYPES, ProfileConfig
 from .errors import ConfigError, SanetBenchError, is_out_of_memory, shorten
 from .io import JsonlStore, atomic_write_bytes
@@ -457,7 +464,8 @@ def profile(
 
     methods = _validate(cfg)
     dev = torch.device(cfg.device)
-    isolate = dev.type == "cpu" if cfg.isolate is None else cfg.isolate
+    remote = cfg.backend == "ray"
+    isolate = remote or (dev.type == "cpu" if cfg.isolate is None else cfg.isolate)
     env = environment(dev)
     writer = RecordWriter(
         Path(out_dir),
@@ -465,19 +473,24 @@ def profile(
          "started": _now(), "argv": sys.argv},
     )
     records: list[dict[str, Any]] = []
+    chains: dict[str, list[dict[str, Any]]] = {}
     for name in methods:
         spec = get_method_spec(name)
         weights = spec.weights_kind(cfg.weights)
         options = spec.options_for(cfg.budget, cfg.method_options.get(name))
+        chains[name] = [{
+            "method": name, "size": size, "device": dev.type if remote else str(dev), "dtype": cfg.dtype,
+            "channels_last": cfg.channels_last, "compile": cfg.compile, "repeats": cfg.repeats,
+            "warmup": cfg.warmup, "weights": weights, "weights_dir": cfg.weights_dir, "seed": cfg.seed,
+            "threads": cfg.threads, "options": options, "count_flops": cfg.count_flops,
+            "measure_cpu_mem": dev.type == "cpu" and isolate,
+        } for size in sorted(set(cfg.sizes))]
+    if remote:
+        return _profile_ray(cfg, dev, chains, writer, echo)
+    for name, cells in chains.items():
         oom_at: int | None = None
-        for size in sorted(set(cfg.sizes)):
-            cell = {
-                "method": name, "size": size, "device": str(dev), "dtype": cfg.dtype,
-                "channels_last": cfg.channels_last, "compile": cfg.compile, "repeats": cfg.repeats,
-                "warmup": cfg.warmup, "weights": weights, "weights_dir": cfg.weights_dir, "seed": cfg.seed,
-                "threads": cfg.threads, "options": options, "count_flops": cfg.count_flops,
-                "measure_cpu_mem": dev.type == "cpu" and isolate,
-            }
+        for cell in cells:
+            size = cell["size"]
             if oom_at is not None:
                 measured = {"status": "skipped-after-oom", "error": f"{name} ran out of memory at {oom_at}px"}
             else:
@@ -489,8 +502,46 @@ def profile(
             records.append(rec)
             if echo is not None:
                 echo(rec)
-    writer.finish(finished=_now())
+    writer.finish(finished=_now(), devices=[device_identity(env)])
     return records
+
+
+def _profile_ray(
+    cfg: ProfileConfig, dev: torch.device, chains: dict[str, list[dict[str, Any]]], writer: RecordWriter,
+    echo: Callable[[dict[str, Any]], None] | None,
+) -> list[dict[str, Any]]:
+    """:func:`profile`'s cells on Ray: each method's sizes, in order, on one node of each type."""
+    import functools
+
+    records: list[dict[str, Any]] = []
+    with get_backend("ray", cfg.address, gpus=int(dev.type == "cuda")) as backend:
+        types: dict[str, tuple[str, dict[str, Any]]] = {}  # device identity -> (a node of it, its env)
+        for node, node_env in backend.node_probe(functools.partial(environment, dev.type)).items():
+            types.setdefault(device_identity(node_env), (node, node_env))
+        work = {(ident, name): (node, cells) for ident, (node, _) in types.items()
+                for name, cells in chains.items()}
+        oom_at: dict[tuple[str, str], int] = {}
+        for chain, cell, measured in backend.chains(measure_cell, work, stop=_stops_chain):
+            if measured is None:
+                measured = {"status": "skipped-after-oom",
+                            "error": f"{cell['method']} ran out of memory at {oom_at[chain]}px"}
+            elif isinstance(measured, WorkerLost):
+                msg = str(measured)
+                measured = {"status": "oom" if "memory" in msg else "error", "error": msg}
+            rec = _record(cell, measured, types[chain[0]][1], True)
+            if rec["status"] == "oom":
+                oom_at[chain] = cell["size"]
+            writer.add(rec)
+            records.append(rec)
+            if echo is not None:
+                echo(rec)
+    writer.finish(finished=_now(), devices=sorted(types))
+    return records
+
+
+def _stops_chain(measured: Any) -> bool:
+    """A (node type, method) chain stops at an OOM (its larger sizes are skipped) or a dead worker."""
+    return isinstance(measured, WorkerLost) or measured.get("status") == "oom"
 
 
 def _record(cell: dict[str, Any], measured: dict[str, Any], env: dict[str, Any], isolate: bool) -> dict:
@@ -547,7 +598,7 @@ def profile_run(cfg, run_dir: str | os.PathLike) -> list[dict[str, Any]]:
         weights_dir=cfg.weights_dir, seed=cfg.seed, repeats=cfg.profile_repeats,
         # a run config may hold options for methods it does not run (the default's gatys iters)
         method_options={m: o for m, o in cfg.method_options.items() if m in methods or not methods},
-        budget=cfg.budget,
+        budget=cfg.budget, backend=cfg.backend, address=cfg.address,
     )
     return profile(pcfg, Path(run_dir) / "profile")
 
@@ -577,7 +628,8 @@ def load_records(path: str | os.PathLike):
     """Profile records as a pandas DataFrame, one row per record.
 
     Nested fields are flattened: ``stages`` -> ``stage_<name>_s``, ``flags`` -> ``channels_last``/``compile``,
-    ``env`` -> ``env_<key>``; ``samples_s`` stays a list; ``options`` becomes canonical JSON text.
+    ``env`` -> ``env_<key>`` and ``device_id`` (:func:`device_identity`); ``samples_s`` stays a list;
+    ``options`` becomes canonical JSON text.
     """
     import pandas as pd
 
@@ -587,6 +639,7 @@ def load_records(path: str | os.PathLike):
         row.update({f"stage_{k}_s": v for k, v in (rec.get("stages") or {}).items()})
         row.update(rec.get("flags") or {})
         row.update({f"env_{k}": v for k, v in (rec.get("env") or {}).items() if k not in ("flags", "dtype")})
+        row["device_id"] = device_identity(rec.get("env") or {})
         row["options"] = json.dumps(rec.get("options") or {}, sort_keys=True)
         rows.append(row)
     return pd.DataFrame(rows)

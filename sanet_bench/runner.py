@@ -25,15 +25,18 @@ exceptions go to ``errors.log``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
+import json
 import os
 import re
+import shutil
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +51,11 @@ except ImportError:  # Windows: no advisory locks; runs on one folder are then n
 
 from . import results
 from .api import list_methods, load_method, resolve_device
-from .config import RESIZE_POLICIES, RunConfig, config_hash, to_dict
+from .backends import WorkerLost, get_backend
+from .config import RESIZE_POLICIES, RunConfig, to_dict
 from .errors import ConfigError, SanetBenchError, is_out_of_memory, shorten
 from .images import load_image, probe, require_min_side, save_image
-from .io import JsonlStore
+from .io import JsonlStore, atomic_write_bytes
 from .metrics import Metric, build, encoder_id, evaluate, missing_components
 from .provenance import environment
 from .registry import InputPolicy, get_method_spec, get_metric_spec, metric_specs
@@ -109,8 +113,14 @@ class Reference:
 
 
 
+# where and how the cells run changes no row: a run resumes on another backend
+NOT_HASHED = ("backend", "address", "workers")
+
+
 def run_hash(cfg: RunConfig) -> str:
-    return config_hash(dataclasses.replace(cfg, out="", report=False, profile=False))
+    d = {k: v for k, v in to_dict(cfg).items() if k not in NOT_HASHED}
+    d.update(out="", report=False, profile=False)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def cell_seed(run_seed: int, key: str) -> int:
@@ -325,6 +335,92 @@ def run_cell(
     return row
 
 
+@dataclass
+class CellResult:
+    """What a worker sends back for one cell: the row, the weights it used, and — from a worker writing
+    outside the run folder (a Ray actor) — the output PNG's bytes and the cell's errors.log text."""
+
+    row: dict[str, Any]
+    weights_info: dict[str, Any]
+    png: bytes | None = None
+    log: str = ""
+
+
+class CellWorker:
+    """Runs cells in one process: ``worker(cell[, content, style])`` -> :class:`CellResult`.
+
+    Loads each method once (the last one stays loaded) and the per-image ``metrics`` on ``device``. With a
+    ``run_dir`` it writes PNGs and errors.log there (the local backend); without one it writes them to a
+    scratch folder and returns them, so only the driver writes the run folder (a Ray actor). ``content``
+    and ``style``: the driver's decoded images (else the worker decodes them from the grid).
+    """
+
+    def __init__(self, cfg: RunConfig, h: str, enc_id: str, device: str, metrics: list[str],
+                 run_dir: Path | None = None, scorers: list[Metric] | None = None,
+                 images: _ImageCache | None = None):
+        self.cfg, self.h, self.enc_id = cfg, h, enc_id
+        self.device = resolve_device(device)
+        if scorers is None:
+            built = build(metrics, weights_dir=cfg.weights_dir, device=self.device)
+            scorers = [m for m in built if m.per_image]
+        self.scorers, self.cell_metrics = scorers, [m.name for m in scorers]
+        self.images = images or _ImageCache(cfg.resize)
+        self.remote = run_dir is None
+        self.out_dir = Path(tempfile.mkdtemp(prefix="sanet-bench-cells-")) if run_dir is None else run_dir
+        self.method: str | None = None
+        self.model: Any = None
+        self.info: dict[str, Any] = {}
+
+    def _switch(self, method: str) -> None:
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.model, load_error = _load(method, self.cfg, self.device)
+        self.method = method
+        self.info = (self.model.weights_info if self.model is not None
+                     else {"source": self.cfg.weights, "error": load_error})
+
+    def __call__(self, cell: Cell, content: torch.Tensor | None = None,
+                 style: torch.Tensor | None = None) -> CellResult:
+        if content is not None:
+            self.images.cache[(cell.content.role, cell.content.name, cell.size)] = content
+        if style is not None:
+            self.images.cache[(cell.style.role, cell.style.name, cell.style_size)] = style
+        if cell.method != self.method:
+            self._switch(cell.method)
+        row = _base_row(cell, self.cfg, self.h, self.device)
+        row.update(encoder=self.enc_id, weights=self.info.get("source"), weights_id=_weights_id(self.info))
+        if self.model is None:
+            row = _failed(row, self.info.get("error") or "method not loaded", self.cell_metrics)
+        else:
+            try:
+                row = run_cell(cell, self.model, self.cfg, self.scorers, self.images, self.out_dir, row)
+            except Exception as e:  # a failing cell is a row; the grid goes on
+                row = _failed(row, _cell_error(e, cell, self.device, self.out_dir), self.cell_metrics)
+        result = CellResult(row, self.info)
+        if self.remote:
+            if row.get("output"):
+                png = self.out_dir / row["output"]
+                result.png = png.read_bytes()
+                png.unlink()
+            log = self.out_dir / "errors.log"
+            if log.is_file():
+                result.log = log.read_text()
+                log.unlink()
+        return result
+
+    def __del__(self) -> None:
+        if getattr(self, "remote", False):
+            shutil.rmtree(self.out_dir, ignore_errors=True)
+
+
+def _lost_row(cell: Cell, cfg: RunConfig, h: str, device: torch.device, info: dict[str, Any], enc_id: str,
+              error: str, metrics: list[str]) -> dict[str, Any]:
+    row = _base_row(cell, cfg, h, device)
+    row.update(encoder=enc_id, weights=info.get("source", cfg.weights), weights_id=_weights_id(info))
+    return _failed(row, error, metrics)
+
+
 # ------------------------------------------------------------------------------------------------ run
 def run(
     cfg: RunConfig,
@@ -416,40 +512,42 @@ def _run(cfg, methods, metrics, grid, cells, run_dir, overwrite, progress, say) 
     ok = failed = 0
     interrupted = True
     images = _ImageCache(cfg.resize)
+    backend = get_backend(cfg.backend, cfg.address, workers=cfg.workers, gpus=int(device.type == "cuda"))
+    if cfg.backend == "local":
+        def make_worker() -> CellWorker:
+            return CellWorker(cfg, h, enc_id, str(device), cell_metrics, run_dir, per_image, images)
+
+        def args(c: Cell) -> tuple:
+            return (c,)
+    else:  # a remote worker: its own metrics, the driver's decoded images, PNGs sent back
+        make_worker = partial(CellWorker, cfg, h, enc_id, device.type, cell_metrics)
+
+        def args(c: Cell) -> tuple:
+            return c, images.get(c.content, c.size), images.get(c.style, c.style_size)
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", disable=not progress)
     try:  # notices logged while the bar is up (a method's demo weights) go through tqdm.write, above it
-        with logging_redirect_tqdm(), results.store(run_dir) as writer:
-            for method in dict.fromkeys(c.method for c in cells):
-                mine = [c for c in todo if c.method == method]
-                if not mine:
-                    continue
-                model, load_error = _load(method, cfg, device)
-                manifest["weights"][method] = (
-                    model.weights_info if model is not None else {"source": cfg.weights, "error": load_error}
-                )
-                results.write_manifest(run_dir, manifest)
-                for cell in mine:
-                    bar.set_postfix_str(f"{cell.method} {cell.size}px", refresh=False)
-                    row = _base_row(cell, cfg, h, device)
-                    info = manifest["weights"][method]
-                    row.update(
-                        encoder=enc_id, weights=info.get("source"), weights_id=_weights_id(info)
-                    )
-                    if model is None:
-                        row = _failed(row, load_error or "method not loaded", cell_metrics)
-                    else:
-                        try:
-                            row = run_cell(cell, model, cfg, per_image, images, run_dir, row)
-                        except Exception as e:  # a failing cell is a row; the grid goes on
-                            row = _failed(row, _cell_error(e, cell, device, run_dir), cell_metrics)
-                    row["finished"] = _now()
-                    writer.append(row)
-                    ok += row["status"] == "ok"
-                    failed += row["status"] == "failed"
-                    bar.update(1)
-                del model
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+        with logging_redirect_tqdm(), results.store(run_dir) as writer, backend:
+            for cell, res in backend.map(make_worker, todo, args=args, group=lambda c: c.method,
+                                         key=lambda c: c.key):
+                if isinstance(res, WorkerLost):
+                    info = manifest["weights"].get(cell.method, {})
+                    row = _lost_row(cell, cfg, h, device, info, enc_id, str(res), cell_metrics)
+                else:
+                    row = res.row
+                    if manifest["weights"].get(cell.method) != res.weights_info:
+                        manifest["weights"][cell.method] = res.weights_info
+                        results.write_manifest(run_dir, manifest)
+                    if res.png is not None:
+                        atomic_write_bytes(run_dir / row["output"], res.png)
+                    if res.log:
+                        with open(run_dir / "errors.log", "a") as f:
+                            f.write(res.log)
+                row["finished"] = _now()
+                writer.append(row)
+                ok += row["status"] == "ok"
+                failed += row["status"] == "failed"
+                bar.set_postfix_str(f"{cell.method} {cell.size}px", refresh=False)
+                bar.update(1)
             sets = [m for m in scorers if not m.per_image]
             if sets:
                 set_pass(cells, sets, cfg, h, device, images, run_dir, writer, manifest, enc_id)
@@ -457,7 +555,8 @@ def _run(cfg, methods, metrics, grid, cells, run_dir, overwrite, progress, say) 
     finally:
         bar.close()
         results.write_csv(run_dir)
-        manifest["sessions"][-1].update(finished=_now(), ok=ok, failed=failed, interrupted=interrupted)
+        manifest["sessions"][-1].update(finished=_now(), ok=ok, failed=failed, interrupted=interrupted,
+                                        backend=cfg.backend, retried=dict(backend.retries))
         results.write_manifest(run_dir, manifest)
     return RunSummary(run_dir, len(cells), len(cells) - len(todo), ok, failed, results.load(run_dir))
 

@@ -152,3 +152,22 @@ def test_profiled_method_slowed_on_purpose_is_caught(tmp_path, monkeypatch):
     assert res.exit_code == 1
     # adain is not asserted either way: other jobs on a shared test machine can slow any cell
     assert "sanet 64px cpu fp32 (regression)" in res.stderr
+
+
+GPU_A = {"device": "cuda", "cpu": "Test CPU 9000", "gpu": "Test GPU A", "threads": 1}
+GPU_B = {"device": "cuda", "cpu": "Test CPU 9000", "gpu": "Test GPU B", "threads": 1}
+
+
+def test_runs_with_several_devices_compare_per_device(tmp_path):
+    slow = (0.15, 0.16, 0.15, 0.17, 0.16)
+    base = write_run(tmp_path / "a", [record(env=GPU_A, device="cuda"), record(env=GPU_B, device="cuda")])
+    new = write_run(tmp_path / "b", [record(env=GPU_A, device="cuda"),
+                                     record(env=GPU_B, device="cuda", samples=slow)])
+    comp = compare_runs(base, new)
+    assert [c.name for c in comp.regressions] == ["sanet 64px cuda fp32 on GPU Test GPU B"]
+    assert len(comp.cells) == 2  # one per device, not one record hiding the other
+    # across runs: a one-device run against a two-device one matches the device they share
+    single = write_run(tmp_path / "c", [record(env=GPU_A, device="cuda", samples=slow)])
+    verdicts = {c.name: c.verdict for c in compare_runs(base, single, cross_device=True).cells}
+    assert verdicts == {"sanet 64px cuda fp32 on GPU Test GPU A": "regression",
+                        "sanet 64px cuda fp32 on GPU Test GPU B": "only-base"}

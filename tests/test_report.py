@@ -327,3 +327,17 @@ def test_report_of_a_real_run(tmp_path):
     run_grid(cfg, progress=False)
     index = render(tmp_path / "run", tmp_path / "rep")
     assert (index.parent / "figures" / "comparison_64_p1.png").is_file()
+
+
+def test_performance_table_has_a_device_column_when_a_profile_holds_several():
+    import pandas as pd
+
+    from sanet_bench.report import tables
+
+    prof = pd.DataFrame({"method": ["adain"] * 2, "size": [64, 64], "median_s": [0.01, 0.02],
+                         "iqr_s": [0.0, 0.0], "peak_mem_bytes": [None, None], "gflops_per_s": [None, None],
+                         "status": ["ok", "ok"], "device_id": ["GPU A", "GPU B"]})
+    table = tables.performance(prof, {})
+    assert table.header[:3] == ["method", "device", "size"]
+    assert [r[1] for r in table.rows] == ["GPU A", "GPU B"]
+    assert "device" not in tables.performance(prof.iloc[:1], {}).header

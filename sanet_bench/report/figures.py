@@ -119,10 +119,14 @@ def comparison_pages(
 
 
 def _method_lines(ax, prof: pd.DataFrame, y: str, scale: float, label: Callable[[str], tuple[str, bool]]):
-    for method, g in prof.groupby("method", sort=True):
+    """A line per method, or per (method, device) when ``prof`` holds several devices (``device_id``)."""
+    several = "device_id" in prof and prof["device_id"].nunique() > 1
+    for keys, g in prof.groupby(["method", "device_id"] if several else ["method"], sort=True):
         g = g.sort_values("size")
         ok = g[g["status"] == "ok"]
-        text, loud = label(method)
+        text, loud = label(keys[0])
+        if several:
+            text = f"{text} @ {keys[1]}"
         line = ax.plot(ok["size"], ok[y] * scale, marker="o", label=text)[0]
         if loud:
             line.set_linestyle("--")

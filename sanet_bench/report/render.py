@@ -276,12 +276,15 @@ def render(
 
     # -- performance ----------------------------------------------------------------------------------
     if prof is not None and not prof.empty:
-        dev = str(prof["device"].iloc[0])
+        ids = sorted(prof["device_id"].unique())
+        # several devices (a Ray profile): a curve per (method, device); stages and quality-speed on the first
+        main = prof[prof["device_id"] == ids[0]] if len(ids) > 1 else prof
+        dev = " | ".join(ids) if len(ids) > 1 else str(prof["device"].iloc[0])
         figs = figures.performance(prof, fig_dir, perf_label, dev)
-        figs += figures.stages(prof, fig_dir, perf_label)
+        figs += figures.stages(main, fig_dir, perf_label)
         common = set(prof.loc[prof["status"] == "ok", "size"].astype(int)) & set(df["size"].astype(int))
         psize = max(common) if common else size  # quality and speed measured at the same size
-        ok_prof = prof[(prof["status"] == "ok") & (prof["size"] == psize)].set_index("method")
+        ok_prof = main[(main["status"] == "ok") & (main["size"] == psize)].set_index("method")
         pts = df[(df["status"] == "ok") & (df["size"] == psize)].groupby("method")[metrics].mean()
         pts["latency_s"] = ok_prof["median_s"].reindex(pts.index)
         figs += figures.quality_speed(

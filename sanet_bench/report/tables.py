@@ -184,10 +184,13 @@ def per_style(df: pd.DataFrame, metric: str, higher: bool | None, labels: dict[s
 
 
 def performance(prof: pd.DataFrame, labels: dict[str, str]) -> Table:
-    """One row per (method, size): median and IQR latency, stage medians, peak memory, GFLOP/s, status."""
+    """One row per (method, size) — and device, with a ``device`` column, when ``prof`` holds several:
+    median and IQR latency, stage medians, peak memory, GFLOP/s, status."""
     stage_cols = [c for c in prof.columns if c.startswith("stage_") and c.endswith("_s")]
+    several = "device_id" in prof and prof["device_id"].nunique() > 1
     header = [
         "method",
+        *(["device"] if several else []),
         "size",
         "median ms",
         "IQR ms",
@@ -197,7 +200,7 @@ def performance(prof: pd.DataFrame, labels: dict[str, str]) -> Table:
         "status",
     ]
     rows = []
-    for _, r in prof.sort_values(["method", "size"]).iterrows():
+    for _, r in prof.sort_values(["method", *(["device_id"] if several else []), "size"]).iterrows():
 
         def ms(v):
             return "–" if v is None or pd.isna(v) else f"{v * 1e3:.1f}"
@@ -207,6 +210,7 @@ def performance(prof: pd.DataFrame, labels: dict[str, str]) -> Table:
         rows.append(
             [
                 labels.get(r["method"], r["method"]),
+                *([r["device_id"]] if several else []),
                 str(int(r["size"])),
                 ms(r.get("median_s")),
                 ms(r.get("iqr_s")),
