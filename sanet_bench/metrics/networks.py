@@ -266,10 +266,13 @@ class VGG19Relu31(Extractor):
 
 
 def load_vgg19(path: Path) -> nn.Module:
+    """``features[:12]`` of torchvision's VGG19 from its state dict (the ``classifier.*`` keys, which do not
+    enter relu3_1, are not needed); all 16 convolutions must be there with VGG19's shapes."""
     expected = "torchvision's ImageNet VGG19 (vgg19-dcbb9e9d.pth)"
-    net = vgg19(weights=None)
-    load_strict(net, read_state_dict(path, expected), path, expected)
-    return net.features[:12]
+    state = read_state_dict(path, expected)
+    features = vgg19(weights=None).features
+    load_strict(features, {k[9:]: v for k, v in state.items() if k.startswith("features.")}, path, expected)
+    return features[:12].eval()
 
 
 register_component(
