@@ -53,6 +53,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .errors import SanetBenchError
@@ -241,3 +242,56 @@ def write_manifest(run_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path
     path = Path(run_dir) / MANIFEST
     atomic_write_bytes(path, (json.dumps(json_safe(manifest), indent=2, sort_keys=True) + "\n").encode())
     return path
+
+
+CI_LEVEL, N_BOOT = 0.95, 2000
+
+
+def confidence(df: pd.DataFrame, metrics: list[str] | None = None, *, n_boot: int = N_BOOT,
+               level: float = CI_LEVEL, seed: int = 0) -> pd.DataFrame:
+    """Per method and metric: ``mean``, percentile bootstrap interval ``lo``..``hi`` (``level``, ``n_boot``
+    resamples of the method's ok cells with replacement, generator seeded with ``seed``: reports are
+    reproducible) and ``n`` cells. A single cell gives ``lo == hi == mean``."""
+    ok = df[df["status"] == "ok"]
+    rng = np.random.default_rng(seed)
+    out = []
+    for method, g in ok.groupby("method", sort=False):
+        for m in metrics or metric_columns(df):
+            v = g[m].dropna().to_numpy(float) if m in g else np.array([])
+            if not len(v):
+                continue
+            means = v[rng.integers(0, len(v), (n_boot, len(v)))].mean(axis=1)
+            lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+            out.append({"method": method, "metric": m, "mean": v.mean(), "lo": lo, "hi": hi, "n": len(v)})
+    return pd.DataFrame(out, columns=["method", "metric", "mean", "lo", "hi", "n"])
+
+
+def paired_tests(df: pd.DataFrame, metrics: list[str] | None = None, alpha: float = 0.05) -> pd.DataFrame:
+    """Every pair of methods on every metric, over the cells (content, style, size, alpha) both scored:
+    Wilcoxon signed-rank p-value (scipy, two-sided), Holm-corrected over the method pairs of that metric
+    (``p_holm``), ``significant`` when ``p_holm < alpha``; ``mean_diff`` is a - b."""
+    from itertools import combinations
+
+    from scipy.stats import wilcoxon
+
+    ok = df[df["status"] == "ok"]
+    cell = ["content", "style", "size", "alpha"]
+    rows = []
+    for m in metrics or metric_columns(df):
+        wide = ok.pivot_table(index=cell, columns="method", values=m, aggfunc="first")
+        family = []
+        for a, b in combinations([x for x in dict.fromkeys(ok["method"]) if x in wide], 2):
+            pair = wide[[a, b]].dropna()
+            d = (pair[a] - pair[b]).to_numpy(float)
+            p = float(wilcoxon(d).pvalue) if len(d) and np.any(d != 0) else 1.0
+            family.append({"metric": m, "method_a": a, "method_b": b, "n": len(d),
+                           "mean_diff": float(d.mean()) if len(d) else np.nan, "p": p})
+        order = sorted(range(len(family)), key=lambda i: family[i]["p"])
+        running = 0.0
+        for rank, i in enumerate(order):  # Holm step-down, made monotone
+            running = max(running, min(1.0, (len(family) - rank) * family[i]["p"]))
+            family[i]["p_holm"] = running
+            family[i]["significant"] = running < alpha
+        rows += family
+    cols = ["metric", "method_a", "method_b", "n", "mean_diff", "p", "p_holm", "significant"]
+    return pd.DataFrame(rows, columns=cols)

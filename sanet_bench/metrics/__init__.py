@@ -9,7 +9,8 @@ bits, so the numbers describe exactly the PNG that is saved. A metric whose netw
 reported missing with the reason; no substitute network is ever used silently.
 
 Registered: ``content_loss``, ``content_loss_raw``, ``style_loss``, ``style_loss_gram`` (vgg_losses),
-``lpips`` (lpips_metric), ``ssim`` (ssim).
+``lpips`` (lpips_metric), ``ssim`` (ssim), ``cfsd``, ``histogram_loss`` (structure); set-level: ``fid``,
+``artfid``, ``artfid_inf`` (fid), whose networks are in :mod:`.networks`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import Tensor
 
 from ..errors import SanetBenchError
 from ..registry import get_metric_spec
-from . import lpips_metric, ssim, vgg_losses  # noqa: F401  (registers the metrics)
+from . import fid, lpips_metric, ssim, structure, vgg_losses  # noqa: F401  (registers the metrics)
 from .base import Metric, MetricMissing, PerImageMetric, SetMetric
 from .extractors import ALEXNET, EXTRACTORS, VGG, ExtractorCache
 

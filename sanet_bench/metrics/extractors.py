@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -280,6 +280,17 @@ class LPIPSNet(Extractor):
 
 
 # ------------------------------------------------------------------------------------------------ cache
+Resolver = Callable[[str | os.PathLike | None], tuple[Path | None, str]]
+Loader = Callable[[Path | None, str, torch.device], Extractor]
+COMPONENTS: dict[str, tuple[Resolver, Loader]] = {}
+
+
+def register_component(component: str, resolve: Resolver, load: Loader) -> None:
+    """Teach every :class:`ExtractorCache` another component: ``resolve(weights_dir) -> (path, identity)``
+    (raising :class:`MetricMissing` when absent) and ``load(path, identity, device) -> Extractor``."""
+    COMPONENTS[component] = (resolve, load)
+
+
 class ExtractorCache:
     """Extractors keyed by ``(component, weights identity, device)``, each loaded on first request.
 
@@ -301,8 +312,11 @@ class ExtractorCache:
             path, ident = resolve_vgg(weights_dir)
         elif component == ALEXNET:
             path, ident = resolve_alexnet()
+        elif component in COMPONENTS:
+            path, ident = COMPONENTS[component][0](weights_dir)
         else:
-            raise ValueError(f"unknown metric component {component!r}; known: {VGG}, {ALEXNET}")
+            known = ", ".join([VGG, ALEXNET, *COMPONENTS])
+            raise ValueError(f"unknown metric component {component!r}; known: {known}")
         key = (component, ident, str(dev))
         if key not in self._loaded:
             self._loaded[key] = self._load(component, path, ident, dev)
@@ -312,6 +326,8 @@ class ExtractorCache:
     def _load(component: str, path: Path | None, ident: str, dev: torch.device) -> Extractor:
         if component == VGG:
             return VGGFeatures(_load_vgg(path), ident, dev)
+        if component in COMPONENTS:
+            return COMPONENTS[component][1](path, ident, dev)
         assert path is not None
         state = read_state_dict(path, "torchvision's ImageNet AlexNet (alexnet-owt-7be5be79.pth)")
         return LPIPSNet(build_lpips(state), ident, dev)

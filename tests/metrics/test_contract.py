@@ -13,7 +13,7 @@ from sanet_bench.config import RunConfig
 from sanet_bench.images import load_image
 from sanet_bench.metrics import ExtractorCache, MetricMissing, SetMetric, build
 from sanet_bench.metrics.base import PER_IMAGE_COMPARES, SET_COMPARES, Metric
-from sanet_bench.metrics.extractors import ALEXNET, ALEXNET_FILE, VGG
+from sanet_bench.metrics.extractors import ALEXNET, ALEXNET_FILE, COMPONENTS, VGG
 from sanet_bench.metrics.ssim import luminance
 from sanet_bench.nn.vgg import VGG_NORMALISED
 from sanet_bench.registry import WeightFile, metric_specs, register_metric, unregister_metric
@@ -33,7 +33,7 @@ def test_every_registered_metric_declares_its_contract():
         assert cls.input_range and cls.convention
         assert cls.compares in (PER_IMAGE_COMPARES if cls.per_image else SET_COMPARES)
         assert isinstance(cls.weights, tuple) and all(isinstance(f, WeightFile) for f in cls.weights)
-        assert set(cls.needs) <= {VGG, ALEXNET} and bool(cls.needs) == bool(cls.weights)
+        assert set(cls.needs) <= {VGG, ALEXNET, *COMPONENTS} and bool(cls.needs) == bool(cls.weights)
         info = cls.info()
         json.dumps(info)  # the manifest entry is plain data
         assert info["per_image"] == cls.per_image and info["needs"] == list(cls.needs)
