@@ -84,19 +84,24 @@ def main() -> None:
 @user_errors
 def methods_cmd() -> None:
     """List the registered methods with citation, weight files and their sources."""
-    from sanet_bench.registry import method_cards  # the committed metadata: no torch import
+    from sanet_bench.registry import method_cards  # the cached cards: no torch import once warm
 
     for name, spec in sorted(method_cards().items()):
+        alpha = f"default alpha {spec.default_alpha}" if spec.has_alpha else "no alpha (alpha 1 only)"
         click.echo(f"{name:<11} {spec.title} — {spec.citation}")
-        click.echo(f"{'':<11} reference: {spec.reference}; default alpha {spec.default_alpha}")
+        click.echo(f"{'':<11} reference: {spec.reference}; {alpha}")
+        click.echo(f"{'':<11} inputs: {spec.input_policy.describe()}, at least {spec.min_size} px per side"
+                   + (f" ({spec.input_policy.note})" if spec.input_policy.note else ""))
         opts = ", ".join(f"{o.name}={o.default!r}" for o in spec.options)
         if opts:
             click.echo(f"{'':<11} options: {opts}")
+        if spec.notes:
+            click.echo(f"{'':<11} notes: {spec.notes}")
         for f in spec.files:
             src = f.sources[0].url if f.sources else "no public source"
             click.echo(f"{'':<11} weights: {f.name}{' (optional)' if f.optional else ''} <- {src}")
         if not spec.files:
-            click.echo(f"{'':<11} weights: {spec.notes or 'none needed'}")
+            click.echo(f"{'':<11} weights: none needed")
 
 
 # ---------------------------------------------------------------------------------------------- stylize
