@@ -428,25 +428,30 @@ def weights_path_cmd(methods):
         click.echo(str(p))
 
 
-# ---- weights: convert (avatar-net)
+# ---- weights: convert
 @weights_group.command(
     "convert",
     epilog="\b\nExamples:\n  pip install 'sanet-bench[tensorflow]'\n"
     "  sanet-bench weights convert avatar-net ~/Downloads/avatar-net/model.ckpt-120000 avatar_net.npz\n"
     "  sanet-bench weights convert avatar-net ~/Downloads/avatar-net/ ~/ckpt/avatar_net.npz",
 )
-@click.argument("method", type=click.Choice(["avatar-net"]))
+@click.argument("method", metavar="METHOD")
 @click.argument("ckpt", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @user_errors
 def weights_convert_cmd(method, ckpt, out):
-    """Convert an official TensorFlow checkpoint CKPT (prefix, .index file or folder) to the .npz OUT.
+    """Convert METHOD's checkpoint CKPT, as its publisher released it in another framework, into its
+    official file OUT (a folder: the file's official name inside it). Avatar-Net: the TensorFlow checkpoint
+    (prefix, .index file or folder) -> avatar_net.npz; needs the `tensorflow` extra."""
+    from sanet_bench.errors import ConfigError
+    from sanet_bench.registry import get_method_spec, method_specs
 
-    OUT may be a folder: the file is written there as avatar_net.npz. Needs the `tensorflow` extra.
-    """
-    from baselines.avatar_net import convert_tf_checkpoint
-
-    click.echo(str(convert_tf_checkpoint(ckpt, out)))
+    spec = get_method_spec(method)
+    if spec.convert is None:
+        have = ", ".join(n for n, s in method_specs().items() if s.convert is not None)
+        raise ConfigError(f"{spec.name}: its published files load as they are, nothing to convert; "
+                          f"methods with a converter: {have}")
+    click.echo(str(spec.convert(ckpt, out)))
 
 
 # ---------------------------------------------------------------------------------------------- run

@@ -456,6 +456,7 @@ SPEC = register_method(
         ),
         default_alpha=0.8,
         weights_kinds=("official", "random", "demo", "auto"),
+        convert=convert_tf_checkpoint,
         demo=DEMO,
         notes="alpha is the official inter_weight (content/style blend in the whitened space)",
     )

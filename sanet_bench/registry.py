@@ -162,6 +162,9 @@ class MethodCard:
     notes: str = ""
     weights_kinds: tuple[str, ...] = ("official", "random")
     demo: DemoRecipe | None = None  # how its demo weights are made and loaded (sanet_bench.demo)
+    # convert(source, out) -> Path: turns a checkpoint published in another framework into the official file
+    # (`sanet-bench weights convert METHOD SOURCE OUT`); None where the published files load as they are
+    convert: Callable[..., Any] | None = None
 
     def file(self, name: str) -> WeightFile:
         for f in self.files:

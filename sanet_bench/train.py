@@ -48,12 +48,13 @@ from .data import CropSource, PairBatches
 from .errors import ConfigError, WeightsError
 from .io import atomic_write_bytes
 from .method import build
-from .nn.vgg import OFFLINE_VGG_ID, offline_vgg_normalised, vgg_normalised
+from .nn.vgg import OFFLINE_VGG_ID, VGG_NORMALISED, offline_vgg_normalised, vgg_normalised
 from .registry import get_method_spec
 from .sanet import SANet, sanet_losses, weighted_total
 from .weights import (
     META_FILE,
-    cache_dir,
+    cache_path,
+    find_file,
     latest_iteration,
     load_file_into,
     load_strict,
@@ -115,7 +116,7 @@ class TrainConfig:
 def resolve_encoder(vgg: str) -> tuple[nn.Sequential, dict[str, Any]]:
     """The encoder weights named by ``vgg`` and how to identify them (recorded in ``train_meta.json``)."""
     net = vgg_normalised()
-    cached = cache_dir("sanet") / VGG_FILE
+    cached = find_file(VGG_NORMALISED) or cache_path("sanet", VGG_NORMALISED)
     if vgg == "offline" or (vgg == "auto" and not cached.is_file()):
         return offline_vgg_normalised(), {"kind": "offline", "id": OFFLINE_VGG_ID}
     if vgg in ("auto", "official"):

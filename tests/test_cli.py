@@ -126,3 +126,9 @@ def test_stylize_out_of_memory_is_one_line_with_the_size_and_the_fix(tmp_path, m
 def test_stylize_help_says_what_the_default_size_does():
     out = CliRunner().invoke(main, ["stylize", "--help"]).output
     assert "Default: no resize" in " ".join(out.split()) and "full resolution" in " ".join(out.split())
+
+
+def test_weights_convert_names_the_methods_that_have_a_converter(tmp_path):
+    res = CliRunner().invoke(main, ["weights", "convert", "adain", str(tmp_path / "x"), str(tmp_path)])
+    assert res.exit_code == 2
+    assert "adain: its published files load as they are" in res.output and "avatar-net" in res.output

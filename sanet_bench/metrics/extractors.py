@@ -50,7 +50,6 @@ from ..weights import (
 VGG = "vgg19-normalised"
 ALEXNET = "alexnet-imagenet"
 VGG_FILE = VGG_NORMALISED.name
-VGG_CACHES = ("sanet", "adain", "gatys")  # searched first among the method folders, as before
 ALEXNET_FILE = WeightFile(
     os.path.basename(ALEXNET_URL),
     (Source(ALEXNET_URL),),
@@ -73,7 +72,7 @@ class MetricMissing(SanetBenchError):
 # ------------------------------------------------------------------------------------------------ VGG
 def _vgg_candidates(weights_dir: str | os.PathLike | None) -> list[Path]:
     dirs = [Path(weights_dir).expanduser()] if weights_dir else []
-    dirs += [cache_dir(SHARED)] + [cache_dir(m) for m in VGG_CACHES]
+    dirs += [cache_dir(SHARED)]  # then any method folder holding it (caches filled before it was shared)
     root = home() / "weights"
     if root.is_dir():
         dirs += sorted(p.parent for p in root.glob(f"*/{VGG_FILE}"))
@@ -117,9 +116,8 @@ def _sha256(path: Path) -> str:
 
 
 def _vgg_missing_reason() -> str:
-    where = ", ".join(str(cache_dir(m)) for m in (SHARED, *VGG_CACHES))
     return (
-        f"metric encoder: {VGG_FILE} not found in the weights dir or {where}; "
+        f"metric encoder: {VGG_FILE} not found in the weights dir or {cache_dir(SHARED)}; "
         "run `sanet-bench weights pull sanet`"
     )
 
