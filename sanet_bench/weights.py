@@ -188,7 +188,12 @@ def load_strict(
                 f"{path}: key {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}; "
                 f"expected {expected}"
             )
-        if state[k].is_floating_point() != v.is_floating_point():  # float16/64 load as float32; ints do not
+        got = state[k]
+        # float16/64 load as float32; an integer where a float is expected is not a weight; a float where an
+        # integer buffer is expected (a flag saved as float) loads only when it holds whole numbers
+        if v.is_floating_point() and not got.is_floating_point() or (
+            got.is_floating_point() and not v.is_floating_point() and not bool((got == got.round()).all())
+        ):
             raise WeightsError(
                 f"{path}: key {k} has dtype {state[k].dtype}, expected {v.dtype}; expected {expected}"
             )

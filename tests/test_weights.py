@@ -544,3 +544,14 @@ def test_import_finds_official_names_with_sub_folders(tmp_path, parity_weights):
     assert out.get("Artistic_decoders/dec_r41.pth") and out.get("vgg_r51.pth"), out
     assert (cache_dir("mast") / "Artistic_decoders" / "dec_r41.pth").is_file()
     load_method("mast", weights="official")
+
+
+def test_an_integer_buffer_saved_as_whole_floats_loads_and_fractions_do_not(tmp_path):
+    """ArtFlow's ActNorm flag is a uint8 buffer; a checkpoint may hold it as 1.0 (the reference's loader
+    copies it): whole numbers load, a fraction is refused rather than truncated."""
+    module = torch.nn.Module()
+    module.register_buffer("flag", torch.zeros((), dtype=torch.uint8))
+    weights.load_strict(module, {"flag": torch.tensor(1.0)}, tmp_path / "f.pth", "a flag")
+    assert module.flag.dtype == torch.uint8 and int(module.flag) == 1
+    with pytest.raises(weights.WeightsError, match=r"key flag has dtype torch\.float32, expected torch\.uint8"):
+        weights.load_strict(module, {"flag": torch.tensor(0.5)}, tmp_path / "f.pth", "a flag")
