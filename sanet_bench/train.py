@@ -83,6 +83,7 @@ class TrainConfig:
     resize: str = "shorter"  # shorter (paper) | exact (the reference's Resize((512, 512)))
     lr: float = 1e-4
     lr_decay: float = 5e-5
+    transform_lr: float = 1.0  # the transform's rate as a fraction of lr (1: the paper; the demo used 0.1)
     lambda_c: float = 1.0
     lambda_s: float = 3.0
     lambda_id1: float = 50.0
@@ -107,8 +108,8 @@ class TrainConfig:
         for key in ("iters", "batch", "save_every", "log_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train: {key}={getattr(self, key)} must be >= 1")
-        if self.lr <= 0 or self.lr_decay < 0 or min(self.lambdas.values()) < 0:
-            raise ConfigError("train: lr must be > 0, lr_decay and every lambda >= 0")
+        if self.lr <= 0 or self.lr_decay < 0 or self.transform_lr < 0 or min(self.lambdas.values()) < 0:
+            raise ConfigError("train: lr must be > 0, lr_decay, transform_lr and every lambda >= 0")
         if not self.content_dir or not self.style_dir:
             raise ConfigError("train: set content_dir and style_dir (--content-dir DIR --style-dir DIR)")
 
@@ -176,8 +177,8 @@ class Trainer:
     def step(self, content: Tensor, style: Tensor) -> dict[str, float]:
         """One Adam update; returns ``{iteration, lr, loss_*, total}`` with the losses before the update."""
         lr = self.lr_at(self.iteration)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        decoder, transform = self.optimizer.param_groups
+        decoder["lr"], transform["lr"] = lr, lr * self.cfg.transform_lr
         losses = self.losses(content.to(self.device), style.to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()

@@ -153,6 +153,16 @@ def test_demo_init_starts_from_the_demo_weights_and_needs_the_offline_encoder(tm
         Trainer(TrainConfig(vgg=str(vgg), init_dir="demo"))
 
 
+def test_transform_lr_scales_only_the_transforms_rate():
+    from sanet_bench.train import Trainer
+
+    trainer = Trainer(TrainConfig(vgg="offline", lr=1e-4, transform_lr=0.1))
+    g = torch.Generator().manual_seed(0)
+    trainer.step(torch.rand(1, 3, 32, 32, generator=g), torch.rand(1, 3, 32, 32, generator=g))
+    decoder, transform = trainer.optimizer.param_groups
+    assert decoder["lr"] == 1e-4 and transform["lr"] == pytest.approx(1e-5)
+
+
 @pytest.mark.slow
 def test_rerun_resumes_instead_of_retraining(ablation):
     result, cfg = ablation

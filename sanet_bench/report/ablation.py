@@ -269,8 +269,8 @@ def render_ablation(folder: str | Path, out_dir: str | Path | None = None) -> Pa
     sec = rec.get("seconds", {})
     settings = [
         ("training", f"{t['iters']} steps, batch {t['batch']}, {t['crop']} px crops of images resized to "
-                     f"{t['load_size']} px ({t['resize']}), Adam lr {t['lr']}, "
-                     f"decay {t['lr_decay']}, seed {t['seed']}"),
+                     f"{t['load_size']} px ({t['resize']}), Adam lr {t['lr']} "
+                     f"(transform x{t.get('transform_lr', 1):g}), decay {t['lr_decay']}, seed {t['seed']}"),
         ("lambdas (full)", f"c {t['lambda_c']:g}, s {t['lambda_s']:g}, id1 {t['lambda_id1']:g}, "
                            f"id2 {t['lambda_id2']:g}"),
         ("start", _start_label(rec)),
