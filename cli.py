@@ -573,10 +573,13 @@ def compare_cmd(base, new, threshold, alpha, cross_device):
 )
 @user_errors
 def report_cmd(run_dir, out):
-    """Render RUN_DIR into an offline HTML + Markdown report with figures, tables and raw CSVs."""
-    from sanet_bench.report import render
+    """Render RUN_DIR into an offline HTML + Markdown report with figures, tables and raw CSVs.
 
-    click.echo(str(render(run_dir, out)))
+    An `ablate identity` folder (with ablation.json) gets the ablation report."""
+    from sanet_bench.report import render
+    from sanet_bench.report.ablation import is_ablation, render_ablation
+
+    click.echo(str(render_ablation(run_dir, out) if is_ablation(run_dir) else render(run_dir, out)))
 
 
 # ---- demo
@@ -644,7 +647,7 @@ _TRAIN_OPTIONS = [
     click.option("--lambda-id1", type=float, default=None, help="Pixel identity loss weight (default 50)."),
     click.option("--lambda-id2", type=float, default=None, help="Feature identity loss weight (default 1)."),
     click.option("--vgg", default=None, help="Encoder: auto | offline | official | PATH."),
-    click.option("--init-dir", type=click.Path(), default=None, help="Start from this folder's checkpoints."),
+    click.option("--init-dir", type=click.Path(), default=None, help="Start: checkpoint folder | demo."),
     click.option("--seed", type=int, default=None, help="Initial weights and data order (default 0)."),
     click.option("--save-every", type=int, default=None, help="Checkpoint interval in iterations."),
     click.option("--log-every", type=int, default=None, help="Loss-log interval in iterations."),
@@ -704,6 +707,7 @@ def ablate_group() -> None:
     "identity",
     epilog="\b\nExamples:\n  sanet-bench ablate identity --preset tiny          # CPU, minutes\n"
     "  sanet-bench ablate identity --content-dir coco --style-dir wikiart --iters 20000 --device cuda\n"
+    "  sanet-bench ablate identity --preset small       # from the demo weights: the effect, ~10 min\n"
     "  sanet-bench ablate identity --preset tiny --variants full,no-identity --out runs/abl",
 )
 @_with_train_options
@@ -717,7 +721,7 @@ def ablate_group() -> None:
 @click.option("--size", "eval_size", type=int, default=None, help="Evaluation image size.")
 @click.option("--max-pairs", type=int, default=None, help="Evaluation (content, style) pairs.")
 @click.option("--metrics", callback=csv_strs, default=None, help="Comma-separated metric names.")
-@click.option("--out", type=click.Path(), default=None, help="Output folder (variants/, ablation.md).")
+@click.option("--out", type=click.Path(), default=None, help="Output folder (variants/, index.html).")
 @user_errors
 def ablate_identity_cmd(
     preset, config_path, no_progress, variants, grid, eval_size, max_pairs, metrics, out, **kw

@@ -1,4 +1,4 @@
-"""The identity-loss ablation of SANet (Park & Lee 2019, Sec. 4.2 and Fig. 5): does L_identity matter?
+"""The identity-loss ablation of SANet (Park & Lee 2019, Sec. 4.3): does L_identity matter?
 
 Variants of the objective ``L = l_c L_c + l_s L_s + l_id1 L_id1 + l_id2 L_id2`` (Eq. 4):
 
@@ -8,13 +8,16 @@ Variants of the objective ``L = l_c L_c + l_s L_s + l_id1 L_id1 + l_id2 L_id2`` 
 * ``feature-only``: ``l_id1 = 0`` (Eq. 7's feature term only).
 
 Every variant trains with :func:`sanet_bench.train.train` from the same seed, data and initial weights
-(only the lambdas differ), into ``out/variants/<variant>/``; an interrupted ablation resumes there. Each
-variant is then loaded like any checkpoint folder (``load_method("sanet", "official", weights_dir=...)``)
-and evaluated on the same (content, style) pairs of a grid with the metric registry's ``evaluate`` (the
-function the runner scores cells with), with the metrics' own VGG (the official file when cached, else
-the labelled offline encoder). ``out/ablation.md`` shows the settings, the metric table, the loss curves
-and the outputs side by side. Empty ``content_dir``/``style_dir`` in the train settings mean: train on
-the grid's own content and style images (linked into ``out/data``).
+(``TrainConfig.init_dir``: random, a checkpoint folder, or ``"demo"``, the shipped demo SANet; only the
+lambdas differ), into ``out/variants/<variant>/``; an interrupted ablation resumes there. The starting point
+itself (``start``) and each variant, loaded like any checkpoint folder, are evaluated on the same (content,
+style) pairs of a grid with the metric registry's ``evaluate`` (the function the runner scores cells with,
+the metrics' own VGG) plus the identity losses on those images (:func:`identity_losses`, the training
+encoder). Means come with seeded bootstrap 95% confidence intervals over the cells, and each variant's
+paired difference to ``full`` with its own. ``out/ablation.json`` holds everything the report needs;
+:func:`sanet_bench.report.ablation.render_ablation` writes ``out/index.html`` + ``out/report.md`` (and
+``sanet-bench report OUT`` renders it again). Empty ``content_dir``/``style_dir`` in the train settings
+mean: train on the grid's own content and style images (linked into ``out/data``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ VARIANTS: dict[str, dict[str, float]] = {
 LOSS_TERMS = ("loss_c", "loss_s", "l_identity1", "l_identity2")
 
 
+START = "start"  # the common starting point, evaluated like a variant
+IDENTITY = ("l_identity1", "l_identity2")
+
+
 @dataclass
 class AblationConfig:
     """``sanet-bench ablate identity`` settings (TOML table ``[ablation]``; training in ``[train]``)."""
@@ -55,6 +62,7 @@ class AblationConfig:
     size: int = 256  # evaluation content and style size (shorter side)
     max_pairs: int | None = 6
     metrics: list[str] = field(default_factory=lambda: ["content_loss", "style_loss", "ssim"])
+    figure_pairs: int = 4  # pairs shown in the outputs figure (spread over the evaluated ones)
     out: str = "runs/ablation-identity"
     device: str = "cpu"
 
@@ -63,6 +71,8 @@ class AblationConfig:
         if unknown or not self.variants:
             got = unknown[0] if unknown else "(none)"
             raise ConfigError(f"ablation: unknown variant {got!r}; choose from {', '.join(VARIANTS)}")
+        if self.figure_pairs < 1:
+            raise ConfigError(f"ablation: figure_pairs={self.figure_pairs} must be >= 1")
         from .registry import get_metric_spec
 
         for m in self.metrics:
@@ -72,7 +82,7 @@ class AblationConfig:
 @dataclass
 class AblationResult:
     out: Path
-    report: Path
+    report: Path  # index.html (report.md beside it)
     table: list[dict[str, Any]]  # one row per variant: lambdas, final losses, metric means
     seconds: dict[str, float]  # train / eval / report wall time
 
@@ -104,29 +114,87 @@ def _metric_networks(metrics: list[str], device: torch.device) -> Any:
     return build(metrics, weights_dir=None, device=device)
 
 
-def evaluate_variant(
-    weights_dir: Path, pairs: list[tuple[Any, Any]], size: int, metrics: list[str], nets: Any,
-    images_dir: Path, device: torch.device,
+def identity_losses(model: Any, image: torch.Tensor) -> tuple[float, float]:
+    """SANet's identity terms for one image (Eq. 7): pixel MSE and the summed relu1_1..relu5_1 feature MSE
+    between ``D(T(x, x))`` and ``x``, with the model's own encoder (the one it was trained against)."""
+    x = image.to(model.device)
+    y = model.stylize(x, x)
+    h, w = min(x.shape[-2], y.shape[-2]), min(x.shape[-1], y.shape[-1])
+    x, y = x[..., :h, :w], y[..., :h, :w]
+    with torch.no_grad():
+        fx, fy = model.encoder(x), model.encoder(y)
+    l1 = torch.nn.functional.mse_loss(y, x).item()
+    l2 = sum(torch.nn.functional.mse_loss(a, b).item() for a, b in zip(fy, fx, strict=True))
+    return l1, l2
+
+
+def evaluate_model(
+    model: Any, pairs: list[tuple[Any, Any]], size: int, nets: Any, images_dir: Path
 ) -> list[dict[str, Any]]:
-    """Stylize every pair with the checkpoint in ``weights_dir``; one row per pair with metric values."""
+    """Stylize every pair with ``model``; one row per pair with the metric values and the identity losses
+    (content term + style term, as in training)."""
     from .metrics import evaluate
 
-    model = load_method("sanet", weights="official", weights_dir=weights_dir, device=device)
+    ident: dict[str, tuple[float, float]] = {}
     rows = []
     for content_img, style_img in pairs:
         content, style = content_img.load(size), style_img.load(size)
         out = model.stylize(content, style).cpu()
         values, missing = evaluate(out, content, style, nets)
+        for key, img in ((f"c:{content_img.name}", content), (f"s:{style_img.name}", style)):
+            if key not in ident:
+                ident[key] = identity_losses(model, img)
+        idc, ids = ident[f"c:{content_img.name}"], ident[f"s:{style_img.name}"]
         rel = f"{content_img.name}__{style_img.name}.png"
         save_image(out, images_dir / rel)
         rows.append({"content": content_img.name, "style": style_img.name, "image": rel, **values,
-                     "missing": missing})
+                     "l_identity1": idc[0] + ids[0], "l_identity2": idc[1] + ids[1], "missing": missing})
     return rows
 
 
+def bootstrap_ci(values: list[float], resamples: int = 2000, seed: int = 0) -> dict[str, float] | None:
+    """Mean and percentile-bootstrap 95% CI over cells, ``{"mean", "low", "high", "n"}`` (None if empty).
+
+    Local and seeded (the report is reproducible) until ``sanet_bench.results`` has a shared CI helper.
+    """
+    import numpy as np
+
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if v.size == 0:
+        return None
+    idx = np.random.default_rng(seed).integers(0, v.size, size=(resamples, v.size))
+    low, high = np.percentile(v[idx].mean(axis=1), [2.5, 97.5])
+    return {"mean": float(v.mean()), "low": float(low), "high": float(high), "n": int(v.size)}
+
+
+def _summaries(cells: dict[str, list[dict[str, Any]]], names: list[str]) -> tuple[dict, dict]:
+    """Per model: each metric's mean and CI; per variant: its paired difference to ``full`` (same cells)."""
+    summary = {k: {m: bootstrap_ci([r[m] for r in rows]) for m in names} for k, rows in cells.items()}
+    vs_full: dict[str, dict[str, Any]] = {}
+    if "full" in cells:
+        for k, rows in cells.items():
+            if k in ("full", START):
+                continue
+            vs_full[k] = {
+                m: bootstrap_ci([None if a[m] is None or b[m] is None else a[m] - b[m]
+                                 for a, b in zip(rows, cells["full"], strict=True)])
+                for m in names
+            }
+    return summary, vs_full
+
+
+def _mean_step_seconds(folder: Path) -> float:
+    """Mean logged wall time of one update (from ``losses.csv``, so a resumed run keeps its timing)."""
+    rows = read_losses(folder / LOG_FILE)
+    return sum(r["seconds"] for r in rows) / len(rows) if rows else 0.0
+
+
 def run_ablation(train_cfg: TrainConfig, cfg: AblationConfig) -> AblationResult:
-    """Train every variant, evaluate each on the same pairs, write ``ablation.md`` (see the module doc)."""
+    """Train every variant, evaluate each and the start on the same pairs, write the report (module doc)."""
     from .grids import get_grid
+    from .metrics import encoder_id, missing_components
+    from .report.ablation import render_ablation
+    from .train import Trainer
 
     cfg.validate()
     out = Path(cfg.out).expanduser()
@@ -139,20 +207,30 @@ def run_ablation(train_cfg: TrainConfig, cfg: AblationConfig) -> AblationResult:
         c, s = _grid_folders(grid, out)
         train_cfg = dataclasses.replace(train_cfg, content_dir=train_cfg.content_dir or str(c),
                                         style_dir=train_cfg.style_dir or str(s))
+    train_cfg = dataclasses.replace(train_cfg, device=cfg.device)
     device = resolve_device(cfg.device)
+    load_before = os.getloadavg()
 
     t0 = time.perf_counter()
     trained: dict[str, TrainResult] = {}
     for v in cfg.variants:
-        vcfg = dataclasses.replace(train_cfg, out=str(out / "variants" / v), device=cfg.device, **VARIANTS[v])
+        vcfg = dataclasses.replace(train_cfg, out=str(out / "variants" / v), **VARIANTS[v])
         trained[v] = train(vcfg)
     t1 = time.perf_counter()
     nets = _metric_networks(cfg.metrics, device)
-    per_pair = {
-        v: evaluate_variant(trained[v].out, pairs, cfg.size, cfg.metrics, nets, out / "images" / v, device)
-        for v in cfg.variants
-    }
+    start = Trainer(train_cfg)  # the weights every variant started from
+    models = {START: start.model.eval()}
+    models |= {v: load_method("sanet", weights="official", weights_dir=trained[v].out, device=device)
+               for v in cfg.variants}
+    cells = {k: evaluate_model(m, pairs, cfg.size, nets, out / "images" / k) for k, m in models.items()}
+    for role, images in (("content", grid.contents), ("style", grid.styles)):
+        for img in images:
+            if any(img.name in (c.name, s.name) for c, s in pairs):
+                save_image(img.load(cfg.size), out / "images" / role / f"{img.name}.png")
     t2 = time.perf_counter()
+
+    names = [*cfg.metrics, *IDENTITY]
+    summary, vs_full = _summaries(cells, names)
     table = []
     for v in cfg.variants:
         vcfg = json.loads((trained[v].out / META_FILE).read_text())["config"]
@@ -160,122 +238,19 @@ def run_ablation(train_cfg: TrainConfig, cfg: AblationConfig) -> AblationResult:
         row: dict[str, Any] = {"variant": v, **{k: vcfg[k] for k in ("lambda_c", "lambda_s", "lambda_id1",
                                                                       "lambda_id2")}}
         row.update({f"train_{k}": last[k] for k in LOSS_TERMS})
-        for m in cfg.metrics:
-            vals = [r[m] for r in per_pair[v] if r[m] is not None]
-            row[m] = sum(vals) / len(vals) if vals else None
+        row.update({m: (summary[v][m] or {}).get("mean") for m in names})
         table.append(row)
-    from .metrics import encoder_id, missing_components
-
     record = {
         "train": to_dict(train_cfg), "ablation": to_dict(cfg), "encoder": trained[cfg.variants[0]].encoder,
-        "metrics_encoder": encoder_id(nets), "missing_networks": missing_components(nets), "table": table,
-        "pairs": [[c.name, s.name] for c, s in pairs], "per_pair": per_pair,
-        "seconds_per_step": {v: trained[v].seconds_per_step for v in cfg.variants},
+        "init": start.init_info, "metrics_encoder": encoder_id(nets),
+        "missing_networks": missing_components(nets), "table": table,
+        "pairs": [[c.name, s.name] for c, s in pairs], "cells": cells, "summary": summary, "vs_full": vs_full,
+        "seconds_per_step": {v: _mean_step_seconds(trained[v].out) for v in cfg.variants},
+        "seconds": {"train": t1 - t0, "eval": t2 - t1},
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "load_before": list(load_before), "load_after": list(os.getloadavg())},
     }
     atomic_write_bytes(out / "ablation.json", (json.dumps(record, indent=1, default=str) + "\n").encode())
-    report = render(out, record, pairs)
+    report = render_ablation(out, out)
     t3 = time.perf_counter()
     return AblationResult(out, report, table, {"train": t1 - t0, "eval": t2 - t1, "report": t3 - t2})
-
-
-# ------------------------------------------------------------------------------------------------ report
-def _fmt(x: Any) -> str:
-    return "—" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
-
-
-def _loss_figure(out: Path, variants: list[str]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(LOSS_TERMS), figsize=(4 * len(LOSS_TERMS), 3.2))
-    for v in variants:
-        rows = read_losses(out / "variants" / v / LOG_FILE)
-        for ax, term in zip(axes, LOSS_TERMS, strict=True):
-            ax.plot([r["iteration"] for r in rows], [r[term] for r in rows], label=v)
-    for ax, term in zip(axes, LOSS_TERMS, strict=True):
-        ax.set_title(f"{term} (unweighted)")
-        ax.set_xlabel("iteration")
-        ax.set_yscale("log")
-    axes[0].legend()
-    fig.tight_layout()
-    path = out / "loss_curves.png"
-    _save_fig(fig, path)
-    plt.close(fig)
-    return path
-
-
-def _outputs_figure(out: Path, variants: list[str], pairs: list[tuple[Any, Any]], size: int) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .images import load_image, to_uint8
-
-    cols = ["content", "style", *variants]
-    size_in = (2.2 * len(cols), 2.2 * len(pairs))
-    fig, axes = plt.subplots(len(pairs), len(cols), figsize=size_in, squeeze=False)
-    for i, (c, s) in enumerate(pairs):
-        tiles = [c.load(size), s.load(size)]
-        tiles += [load_image(out / "images" / v / f"{c.name}__{s.name}.png") for v in variants]
-        for j, tile in enumerate(tiles):
-            ax = axes[i][j]
-            ax.imshow(to_uint8(tile))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(cols[j], fontsize=9)
-    fig.tight_layout()
-    path = out / "outputs.png"
-    _save_fig(fig, path)
-    plt.close(fig)
-    return path
-
-
-def _save_fig(fig: Any, path: Path) -> None:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def render(out: Path, record: dict[str, Any], pairs: list[tuple[Any, Any]]) -> Path:
-    """``out/ablation.md`` with the settings, the metric table, the loss curves and the outputs."""
-    t, a = record["train"], record["ablation"]
-    variants = a["variants"]
-    _loss_figure(out, variants)
-    _outputs_figure(out, variants, pairs, a["size"])
-    enc = record["encoder"]
-    enc_line = enc.get("id") or f"{enc['kind']} {enc.get('path')} sha256={enc.get('sha256')}"
-    lines = [
-        "# SANet identity-loss ablation",
-        "",
-        "Park & Lee 2019, Eq. 4-8: the variants differ only in the identity-loss weights (same seed, data, "
-        "initial weights).",
-        "",
-        "## Settings",
-        "",
-        f"- training: {t['iters']} iterations, batch {t['batch']}, {t['crop']} px crops of images resized to "
-        f"{t['load_size']} px ({t['resize']}), Adam lr {t['lr']}, decay {t['lr_decay']}, seed {t['seed']}",
-        f"- training images: content `{t['content_dir']}`, style `{t['style_dir']}`",
-        f"- training encoder: {enc_line}",
-        f"- evaluation: grid `{a['grid']}`, {len(pairs)} pairs at {a['size']} px, metrics "
-        f"{', '.join(a['metrics'])} on the saved 8-bit outputs",
-        f"- metrics encoder: {record['metrics_encoder']}",
-        "- seconds per training step: "
-        + ", ".join(f"{v} {s:.2f}" for v, s in record["seconds_per_step"].items()),
-    ]
-    if record["missing_networks"]:
-        lines.append(f"- missing metric networks: {record['missing_networks']}")
-    cols = ["variant", "lambda_id1", "lambda_id2", *[f"train_{k}" for k in LOSS_TERMS], *a["metrics"]]
-    lines += ["", "## Metrics (mean over the pairs; training losses at the last iteration)", "",
-              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(row[c]) for c in cols) + " |" for row in record["table"]]
-    lines += ["", "## Loss curves", "", "![loss curves](loss_curves.png)", "",
-              "## Outputs (same pairs across variants)", "", "![outputs](outputs.png)", ""]
-    path = out / "ablation.md"
-    atomic_write_bytes(path, "\n".join(lines).encode())
-    return path

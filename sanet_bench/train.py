@@ -84,13 +84,16 @@ class TrainConfig:
     resize: str = "shorter"  # shorter (paper) | exact (the reference's Resize((512, 512)))
     lr: float = 1e-4
     lr_decay: float = 5e-5
+    transform_lr: float = 1.0  # the transform's rate as a fraction of lr (1: the paper; the demo used 0.1)
     lambda_c: float = 1.0
     lambda_s: float = 3.0
     lambda_id1: float = 50.0
     lambda_id2: float = 1.0
     seed: int = 0  # initial decoder/transformer weights and the data order
     vgg: str = "auto"  # auto (cached official file, else offline) | offline | official | PATH
-    init_dir: str | None = None  # start from decoder_iter_N/transformer_iter_N in this folder (latest N)
+    # start from: a folder's decoder_iter_N/transformer_iter_N (latest N, or the official names), or "demo":
+    # the shipped demo SANet (trained against the offline encoder, so it needs vgg = "offline")
+    init_dir: str | None = None
     out: str = "runs/train"
     save_every: int = 10000
     log_every: int = 100
@@ -106,8 +109,8 @@ class TrainConfig:
         for key in ("iters", "batch", "save_every", "log_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train: {key}={getattr(self, key)} must be >= 1")
-        if self.lr <= 0 or self.lr_decay < 0 or min(self.lambdas.values()) < 0:
-            raise ConfigError("train: lr must be > 0, lr_decay and every lambda >= 0")
+        if self.lr <= 0 or self.lr_decay < 0 or self.transform_lr < 0 or min(self.lambdas.values()) < 0:
+            raise ConfigError("train: lr must be > 0, lr_decay, transform_lr and every lambda >= 0")
         if not self.content_dir or not self.style_dir:
             raise ConfigError("train: set content_dir and style_dir (--content-dir DIR --style-dir DIR)")
 
@@ -146,7 +149,9 @@ class Trainer:
         vgg, self.encoder_info = resolve_encoder(cfg.vgg)
         model.encoder.vgg.load_state_dict(vgg.state_dict())
         self.init_info: dict[str, Any] = {"kind": "random", "seed": cfg.seed}
-        if cfg.init_dir:
+        if cfg.init_dir == "demo":
+            self.init_info = _load_demo(model, self.encoder_info)
+        elif cfg.init_dir:
             paths = _iteration_files(Path(cfg.init_dir))
             if paths is None:
                 raise WeightsError(
@@ -173,8 +178,8 @@ class Trainer:
     def step(self, content: Tensor, style: Tensor) -> dict[str, float]:
         """One Adam update; returns ``{iteration, lr, loss_*, total}`` with the losses before the update."""
         lr = self.lr_at(self.iteration)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        decoder, transform = self.optimizer.param_groups
+        decoder["lr"], transform["lr"] = lr, lr * self.cfg.transform_lr
         losses = self.losses(content.to(self.device), style.to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
@@ -213,6 +218,22 @@ class Trainer:
 def _load_pair(model: SANet, decoder_path: Path, transformer_path: Path) -> None:
     load_file_into(model.decoder, decoder_path, model.spec, DECODER_FILE)
     load_file_into(model.transform, transformer_path, model.spec, TRANSFORMER_FILE)
+
+
+def _load_demo(model: SANet, encoder_info: dict[str, Any]) -> dict[str, Any]:
+    """Copy the demo SANet's decoder and transform into ``model``; returns its identity for the meta."""
+    from .api import load_method
+
+    if encoder_info.get("id") != OFFLINE_VGG_ID:
+        raise ConfigError(
+            f"train: init_dir=demo was trained against the offline encoder, not {encoder_info.get('path')}; "
+            'set vgg = "offline" (--vgg offline) or start from a folder of checkpoints'
+        )
+    demo = load_method("sanet", weights="demo")
+    model.decoder.load_state_dict(demo.decoder.state_dict())
+    model.transform.load_state_dict(demo.transform.state_dict())
+    info = demo.weights_info
+    return {"kind": "demo", **{k: info.get(k) for k in ("files", "recipe", "note")}}
 
 
 def _cpu_state(module: nn.Module) -> dict[str, Tensor]:

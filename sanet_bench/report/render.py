@@ -406,3 +406,26 @@ def render(
     atomic_write_bytes(out_dir / "report.md", md.encode())
     atomic_write_bytes(out_dir / "index.html", page.encode())
     return out_dir / "index.html"
+
+
+def write_pages(
+    out_dir: str | Path, title: str, sections: list[Section], links: list[tuple[str, str]] = ()
+) -> Path:
+    """Write ``out_dir/report.md`` and ``out_dir/index.html`` from ``sections`` in the main report's layout
+    (same CSS, headings and offline HTML); ``links`` are (label, relative path) pairs listed as raw data.
+    For reports other than a run's (e.g. :func:`sanet_bench.report.ablation.render_ablation`)."""
+    out_dir = Path(out_dir)
+    md_links = ", ".join(f"[{label}]({path})" for label, path in links)
+    html_links = ", ".join(f'<a href="{html.escape(path)}">{html.escape(label)}</a>' for label, path in links)
+    md = f"# {title}\n\n" + "\n\n".join(f"## {s.title}\n\n{s.markdown}" for s in sections)
+    body = "".join(f"<h2>{html.escape(s.title)}</h2>{s.html}" for s in sections)
+    if links:
+        md += f"\n\nRaw data: {md_links}"
+        body += f"<p>Raw data: {html_links}</p>"
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+    atomic_write_bytes(out_dir / "report.md", (md + "\n").encode())
+    atomic_write_bytes(out_dir / "index.html", page.encode())
+    return out_dir / "index.html"
