@@ -266,16 +266,18 @@ def confidence(df: pd.DataFrame, metrics: list[str] | None = None, *, n_boot: in
     return pd.DataFrame(out, columns=["method", "metric", "mean", "lo", "hi", "n"])
 
 
-def paired_tests(df: pd.DataFrame, metrics: list[str] | None = None, alpha: float = 0.05) -> pd.DataFrame:
-    """Every pair of methods on every metric, over the cells (content, style, size, alpha) both scored:
+def paired_tests(df: pd.DataFrame, metrics: list[str] | None = None, alpha: float = 0.05,
+                 on: tuple[str, ...] = ("content", "style", "size", "alpha")) -> pd.DataFrame:
+    """Every pair of methods on every metric, over the cells (the columns ``on``) both scored:
     Wilcoxon signed-rank p-value (scipy, two-sided), Holm-corrected over the method pairs of that metric
-    (``p_holm``), ``significant`` when ``p_holm < alpha``; ``mean_diff`` is a - b."""
+    (``p_holm``), ``significant`` when ``p_holm < alpha``; ``mean_diff`` is a - b. Pair on
+    ``("content", "style", "size")`` when each method ran at its own alpha (the report's variants)."""
     from itertools import combinations
 
     from scipy.stats import wilcoxon
 
     ok = df[df["status"] == "ok"]
-    cell = ["content", "style", "size", "alpha"]
+    cell = list(on)
     rows = []
     for m in metrics or metric_columns(df):
         wide = ok.pivot_table(index=cell, columns="method", values=m, aggfunc="first")

@@ -13,9 +13,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from sanet_bench import results
 from sanet_bench.images import save_image
 from sanet_bench.report import render
-from sanet_bench.report.tables import content_copies, fronts_by_kind, metric_summary, pareto_front, per_style
+from sanet_bench.report.tables import (
+    content_copies,
+    fronts_by_kind,
+    metric_summary,
+    pareto_front,
+    per_style,
+    significance,
+)
 
 CONTRACTS = {
     "content_loss": {
@@ -192,7 +200,9 @@ def test_summary_bolds_the_front_not_the_best_of_each_column():
     assert [r[:3] for r in t.rows] == [
         ["a", "demo", "2/2"], ["b [DEMO]", "demo", "2/2"], ["c", "demo", "2/2"], ["m", "official", "2/2"]
     ]
-    assert t.rows[0][3] == f"2 ± {np.std([1.0, 3.0], ddof=1):.2g}"
+    a = results.confidence(df, ["content_loss"]).set_index("method").loc["a"]  # seeded: the same each time
+    assert t.rows[0][3] == f"{a['mean']:.4g} [{a['lo']:.4g}, {a['hi']:.4g}]" and a["lo"] < 2 < a["hi"]
+    assert "95% bootstrap interval" in t.caption
     # a and b are on the demo front, c is dominated by a; m is alone of its kind; SSIM is never bolded
     assert t.bold == {(i, c) for i in (0, 1, 3) for c in (0, 3, 4)}
     assert "**a**" in t.markdown() and "<b>b [DEMO]</b>" in t.html() and "**c**" not in t.markdown()
@@ -341,3 +351,54 @@ def test_performance_table_has_a_device_column_when_a_profile_holds_several():
     assert table.header[:3] == ["method", "device", "size"]
     assert [r[1] for r in table.rows] == ["GPU A", "GPU B"]
     assert "device" not in tables.performance(prof.iloc[:1], {}).header
+
+
+def _paired_frame(n_cells: int) -> pd.DataFrame:
+    """a clearly below b on every cell; b and c differ by noise only."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=n_cells)
+    return pd.DataFrame([
+        {"method": m, "content": f"c{i}", "style": "s", "size": 32, "alpha": 1.0, "status": "ok",
+         "content_loss": base[i] + shift + 0.01 * rng.normal()}
+        for m, shift in (("a", 0.0), ("b", 1.0), ("c", 1.0)) for i in range(n_cells)
+    ])
+
+
+def test_significance_names_the_significant_differences_and_too_small_grids():
+    (said,) = significance(_paired_frame(10), ["content_loss"], {"a": "A [RANDOM]"})
+    assert said.startswith("content_loss: A [RANDOM] < b (p=")
+    assert said.count(" < ") == 2 and "A [RANDOM] < c (p=" in said and "b < c" not in said
+    assert said.endswith("; other differences not significant at 0.05 (Wilcoxon signed-rank, Holm over 3 "
+                         "pairs)")
+    (few,) = significance(_paired_frame(4), ["content_loss"], {})
+    assert few.startswith("content_loss: too few shared cells to test (4 at most; a paired test needs 6)")
+    # a method at another alpha still pairs with the others on (content, style, size)
+    df = _paired_frame(10)
+    df.loc[df["method"] == "b", "alpha"] = 0.5
+    assert "a < b (p=" in significance(df, ["content_loss"], {})[0]
+
+
+def test_report_shows_intervals_significance_and_set_metrics_per_size(tmp_path):
+    run = _run_folder(tmp_path, profile=False)
+    rows = []
+    for m in ("sanet", "adain", "wct"):
+        for size in (32, 48):
+            fix = "pt_inception.pth not found in W; run `sanet-bench weights pull`"
+            missing = {} if m != "wct" else {"fid": fix}
+            rows.append({"key": f"set|{m}|{size}|1|{size}", "kind": "set", "method": m, "size": size,
+                         "alpha": 1.0, "style_size": size, "cells": 4, "status": "ok",
+                         "metrics": {"fid": None if missing else 10.0 + size}, "missing": missing})
+    with open(run / "results.jsonl", "a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["metrics"]["fid"] = {**CONTRACTS["content_loss"], "per_image": False, "convention": "pytorch"}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    md = (render(run, tmp_path / "rep").parent / "report.md").read_text()
+    sections = dict(re.findall(r"^## (.+?)\n(.*?)(?=^## |\Z)", md, flags=re.S | re.M))
+    assert re.search(r"\| 1\.\d+ \[1\.\d+, 1\.\d+\] \|", sections["Metrics"])  # sanet's content loss
+    assert "Differences between methods (paired Wilcoxon" in sections["Metrics"]
+    assert "- content_loss: sanet α=1 < adain [RANDOM WEIGHTS] α=1 (p=" in sections["Metrics"]
+    sets = sections["Set-level metrics"]
+    assert "set-level metrics at 32 px" in sets and "set-level metrics at 48 px" in sets
+    assert "| sanet | 1 | 4 | 42 |" in sets and "| sanet | 1 | 4 | 58 |" in sets
+    assert "| – | fid: pt_inception.pth not found in W; run `sanet-bench weights pull` |" in sets

@@ -47,21 +47,22 @@ def _fig_html(paths: list[Path], out_dir: Path) -> str:
     )
 
 
-def _set_metrics_table(run_dir: Path, contracts: dict[str, Any], short: dict[str, str]) -> Any:
-    """One row per (method, size, alpha) set row of the run (``kind: set``), or None when there are none."""
+def _set_metrics_tables(
+    run_dir: Path, contracts: dict[str, Any], better: dict[str, bool], short: dict[str, str]
+) -> list[tables.Table]:
+    """One table per size of the run's set rows (``kind: set``); none when there are none."""
     sets = results.load_sets(run_dir)
     if sets.empty:
-        return None
+        return []
     names = [m for m in results.metric_columns(sets) if not contracts.get(m, {}).get("per_image", True)]
-    arrows = [f"{m} {tables.arrow(contracts[m].get('higher_is_better'))}" for m in names]
-    header = ["method", "size", "alpha", "cells", *arrows, "missing"]
-    rows = [
-        [str(short.get(r["method"], r["method"])), str(int(r["size"])), f"{r['alpha']:g}",
-         str(r.get("cells")), *["–" if pd.isna(r[m]) else f"{r[m]:.4g}" for m in names],
-         str(r.get("missing") or "")]
-        for _, r in sets.iterrows()
-    ]
-    return tables.Table(header, rows, caption="set-level metrics: one value per method, size and alpha")
+    return [tables.set_metrics(sets, names, better, short, s) for s in sorted({int(x) for x in sets["size"]})]
+
+
+def _list(intro: str, items: list[str]) -> tuple[str, str]:
+    return (
+        intro + "\n\n" + "\n".join(f"- {i}" for i in items),
+        f"<p>{html.escape(intro)}</p><ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>",
+    )
 
 
 def _fix_first(error: str) -> tuple[str, str]:
@@ -256,6 +257,11 @@ def render(
             figs += figures.tradeoff(pts, ref_at, fig_dir, label, kinds, front, s)
         parts = [(_fig_md(figs, out_dir), _fig_html(figs, out_dir))] if figs else []
         parts.append(_tbl(tables.metric_summary(df, metrics, better, named, references, set(copies), kinds)))
+        said = tables.significance(df, metrics, named)
+        if said:
+            parts.append(_list(
+                "Differences between methods (paired Wilcoxon signed-rank test over the cells both scored, "
+                "Holm-corrected over the pairs of methods, per metric):", said))
         for m, (loss, style_loss) in copies.items():
             opts = ", ".join(f"{k}={v}" for k, v in options.get(variant_of[m][0], {}).items()) or "defaults"
             parts.append(_text(
@@ -270,9 +276,9 @@ def render(
         if len(missing):
             parts.append(_text("Missing metrics: " + " | ".join(sorted(set(missing)))[:600]))
         sections.append(_section("Metrics", parts))
-    set_table = _set_metrics_table(run_dir, contracts, short)
-    if set_table is not None:
-        sections.append(_section("Set-level metrics", [_tbl(set_table)]))
+    set_tables = _set_metrics_tables(run_dir, contracts, better, short)
+    if set_tables:
+        sections.append(_section("Set-level metrics", [_tbl(t) for t in set_tables]))
 
     # -- performance ----------------------------------------------------------------------------------
     if prof is not None and not prof.empty:

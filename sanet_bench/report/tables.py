@@ -1,6 +1,7 @@
-"""Report tables: per-method mean ± std with the better direction, the content-loss/style-loss Pareto front in
-bold (no single column crowns a "best"); per-style breakdown; performance. Each table is returned as a
-:class:`Table` and rendered to Markdown or HTML."""
+"""Report tables: per-method mean with its seeded 95% bootstrap interval and the better direction, the
+content-loss/style-loss Pareto front in bold (no single column crowns a "best"), and in words which method
+differences are significant (paired Wilcoxon, Holm); per-style breakdown; set-level metrics per size;
+performance. Each table is returned as a :class:`Table` and rendered to Markdown or HTML."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .. import results
 from ..results import REF_STYLE
 
 
@@ -50,10 +52,18 @@ def arrow(higher_is_better: bool | None) -> str:
     return "↑" if higher_is_better else ("↓" if higher_is_better is not None else "")
 
 
-def _fmt(mean: float, std: float | None) -> str:
-    if mean is None or pd.isna(mean):
-        return "–"
-    return f"{mean:.4g} ± {0.0 if std is None or pd.isna(std) else std:.2g}"
+def _fmt_ci(ci: dict[tuple[str, str], pd.Series], method: str, metric: str) -> str:
+    """``mean [lo, hi]`` of one row of :func:`sanet_bench.results.confidence` (``–`` when absent)."""
+    r = ci.get((method, metric))
+    return "–" if r is None else f"{r['mean']:.4g} [{r['lo']:.4g}, {r['hi']:.4g}]"
+
+
+def _intervals(df: pd.DataFrame, metrics: list[str]) -> dict[tuple[str, str], pd.Series]:
+    """``{(method, metric): confidence row}`` over the ok cells of ``df`` (rows without a status count)."""
+    if "status" not in df:
+        df = df.assign(status="ok")
+    ci = results.confidence(df, [m for m in metrics if m in df])
+    return {(r["method"], r["metric"]): r for _, r in ci.iterrows()}
 
 
 def pareto_front(points: dict[str, tuple[float, float]]) -> set[str]:
@@ -115,7 +125,8 @@ def metric_summary(
     no_bold: set[str] = frozenset(),
     kinds: dict[str, str] | None = None,
 ) -> Table:
-    """Method x metric (mean ± std over successful cells) with each method's kind of weights.
+    """Method x metric (``mean [lo, hi]``: mean and seeded 95% bootstrap interval over the successful cells,
+    :func:`sanet_bench.results.confidence`) with each method's kind of weights.
 
     Bold: the methods on the content-loss/style-loss Pareto front among those with the same kind of weights
     (``kinds``, method -> kind; :func:`fronts_by_kind`, the references as anchors) — their name and those
@@ -129,14 +140,12 @@ def metric_summary(
     methods = list(dict.fromkeys(df["method"]))
     header = ["method", "weights", "cells ok/all", *[f"{m} {arrow(better.get(m))}" for m in metrics]]
     rows, points = [], {}
+    ci = _intervals(df, metrics)
     for method in methods:
         g = ok[ok["method"] == method]
         n_all = int((df["method"] == method).sum())
-        row = [labels.get(method, method), kinds.get(method, "–"), f"{len(g)}/{n_all}"]
-        for m in metrics:
-            col = g[m].dropna() if m in g else pd.Series(dtype=float)
-            row.append(_fmt(col.mean() if len(col) else None, col.std() if len(col) > 1 else None))
-        rows.append(row)
+        rows.append([labels.get(method, method), kinds.get(method, "–"), f"{len(g)}/{n_all}",
+                     *[_fmt_ci(ci, method, m) for m in metrics]])
         if all(m in g for m in TRADEOFF):
             points[method] = (g[TRADEOFF[0]].mean(), g[TRADEOFF[1]].mean())
     anchors = {}
@@ -147,17 +156,13 @@ def metric_summary(
     cols = [0] + [3 + metrics.index(m) for m in TRADEOFF if m in metrics]
     bold = {(i, c) for i, method in enumerate(methods) if method in front for c in cols}
     if references is not None:
+        ref_ci = _intervals(references, metrics)
         for name, g in references.groupby("method", sort=False):
-            rows.append(
-                [
-                    f"reference: {name}",
-                    "–",
-                    f"{len(g)}/{len(g)}",
-                    *[_fmt(g[m].mean(), g[m].std()) if m in g else "–" for m in metrics],
-                ]
-            )
+            rows.append([f"reference: {name}", "–", f"{len(g)}/{len(g)}",
+                         *[_fmt_ci(ref_ci, name, m) for m in metrics]])
     caption = (
-        "mean ± std over the grid's successful cells; bold: on the Pareto front of content loss and style "
+        f"mean [{results.CI_LEVEL:.0%} bootstrap interval] over the grid's successful cells "
+        f"({results.N_BOOT} resamples, seeded); bold: on the Pareto front of content loss and style "
         "loss among methods with the same kind of weights (no such method, and no reference, has both "
         "lower); no single column has a best"
     )
@@ -165,6 +170,61 @@ def metric_summary(
         copies = ", ".join(labels.get(m, m) for m in sorted(no_bold))
         caption += f" (not bolded: {copies}, which returned the content)"
     return Table(header, rows, bold, caption)
+
+
+MIN_PAIRED = 6  # two-sided Wilcoxon signed-rank: with 5 pairs or fewer no p-value is under 0.05
+SIGNIFICANCE = 0.05
+
+
+def significance(df: pd.DataFrame, metrics: list[str], labels: dict[str, str]) -> list[str]:
+    """One sentence per metric saying which method differences are significant: a paired Wilcoxon
+    signed-rank test on the cells (content, style, size) both methods scored, Holm-corrected over the pairs
+    of methods (:func:`sanet_bench.results.paired_tests`; each method in ``df`` runs at one alpha), e.g.
+    ``content_loss: adain < sanet (p=0.003); other differences not significant at 0.05 (Wilcoxon ...)``.
+    A pair with fewer than :data:`MIN_PAIRED` shared cells cannot reach significance: the sentence says so."""
+    tests = results.paired_tests(df, metrics, SIGNIFICANCE, on=("content", "style", "size"))
+    out = []
+    for m in metrics:
+        t = tests[tests["metric"] == m]
+        if t.empty:
+            continue
+        family = f"Wilcoxon signed-rank, Holm over {len(t)} pair{'s' if len(t) > 1 else ''}"
+        if (t["n"] < MIN_PAIRED).all():
+            out.append(f"{m}: too few shared cells to test ({int(t['n'].max())} at most; a paired test needs "
+                       f"{MIN_PAIRED}), no difference can be called significant")
+            continue
+        said = []
+        for _, r in t[t["significant"]].sort_values("p_holm").iterrows():
+            lo, hi = (r["method_a"], r["method_b"]) if r["mean_diff"] < 0 else (r["method_b"], r["method_a"])
+            said.append(f"{labels.get(lo, lo)} < {labels.get(hi, hi)} (p={r['p_holm']:.2g})")
+        if not said:
+            said.append(f"no difference significant at {SIGNIFICANCE:g}")
+        elif not t["significant"].all():
+            said.append(f"other differences not significant at {SIGNIFICANCE:g}")
+        few = [f"{labels.get(r['method_a'], r['method_a'])} vs {labels.get(r['method_b'], r['method_b'])} "
+               f"(n={int(r['n'])})" for _, r in t[t["n"] < MIN_PAIRED].iterrows()]
+        if few:
+            said.append(f"too few shared cells to test {', '.join(few)}")
+        out.append(f"{m}: " + "; ".join(said) + f" ({family})")
+    return out
+
+
+def set_metrics(sets: pd.DataFrame, names: list[str], better: dict[str, bool], labels: dict[str, str],
+                size: int) -> Table:
+    """The set-level rows (``results.load_sets``) of one size: one value per method and alpha over its cells,
+    with the reason (and fix) of each metric that is missing."""
+    at = sets[sets["size"] == size]
+    header = ["method", "alpha", "cells", *[f"{m} {arrow(better.get(m))}" for m in names], "missing"]
+    rows = [
+        [labels.get(r["method"], r["method"]), f"{r['alpha']:g}", str(r.get("cells")),
+         *["–" if pd.isna(r[m]) else f"{r[m]:.4g}" for m in names],
+         "" if pd.isna(r.get("missing")) else str(r["missing"])]
+        for _, r in at.iterrows()
+    ]
+    caption = (f"set-level metrics at {size} px: one value per method and alpha over its cells, so no "
+               "interval and no paired test (resampling the set would redo a 2048-d matrix square root per "
+               "resample); FID grows as 1/N on few images: compare sets of the same size only")
+    return Table(header, rows, caption=caption)
 
 
 def per_style(df: pd.DataFrame, metric: str, higher: bool | None, labels: dict[str, str]) -> Table:

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from parity_weights import write_official
 from PIL import Image
 
 from sanet_bench.errors import WeightsError
@@ -29,26 +28,10 @@ def _triples() -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     return [tuple(_load(img / d / f"{i}.png") for d in ("out", "content", "style")) for i in range(N)]
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """The random official-layout files: the metrics' in a weights dir, AlexNet in torch hub's cache."""
-    root = tmp_path_factory.mktemp("calib")
-    write_official(CAL, root / "w")
-    hub = root / "torch" / "hub" / "checkpoints"
-    hub.mkdir(parents=True)
-    (root / "w" / "alexnet-owt-7be5be79.pth").rename(hub / "alexnet-owt-7be5be79.pth")
-    return root
-
-
 @pytest.fixture
-def metrics(weights, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(weights / "torch"))
-    # the random file cannot carry the published sha256 prefix; test_random_file_is_not_the_published_one
-    # checks that it is refused without this
-    monkeypatch.setattr(networks, "hub_prefix", lambda f: "")
-
+def metrics(metric_weights):
     def make(names):
-        return build(names, weights_dir=weights / "w", extractors=ExtractorCache())
+        return build(names, weights_dir=metric_weights / "w", extractors=ExtractorCache())
 
     return make
 
@@ -78,6 +61,6 @@ def test_fid_and_artfid_match_the_packages(metrics):
     assert artfid.compute() == pytest.approx(EXPECTED["artfid"], rel=1e-3)
 
 
-def test_random_file_is_not_the_published_one(weights):
+def test_random_file_is_not_the_published_one(metric_weight_files):
     with pytest.raises(WeightsError, match="6726825d"):
-        networks.resolve(networks.FID_INCEPTION, weights / "w")
+        networks.resolve(networks.FID_INCEPTION, metric_weight_files / "w")
