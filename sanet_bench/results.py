@@ -70,11 +70,6 @@ BACK = (
     "device", "seed", "config_hash", "finished",
 )
 
-# Reference rows: the content, or the style resized to the content's size, scored as if it were an output.
-REF_CONTENT, REF_STYLE = "ref:content", "ref:style"
-REFERENCES = (REF_CONTENT, REF_STYLE)
-
-
 # Reference rows: the content and the (resized) style scored as if they were outputs, to bound each metric.
 REF_CONTENT, REF_STYLE = "ref:content", "ref:style"
 REFERENCES = (REF_CONTENT, REF_STYLE)
