@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, WeightsError
-from .method import Method, build
+from .method import Method, build, check_fast_path, prepare
 from .registry import MethodSpec, get_method_spec, method_specs
 from .weights import META_FILE, resolve_official, sha256_file
 
@@ -144,11 +144,17 @@ def stylize_files(
     device: str = "cpu",
     seed: int = 0,
     options: dict[str, Any] | None = None,
+    dtype: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
 ):
-    """Stylize one image file with another and save the PNG atomically; returns the output path."""
+    """Stylize one image file with another and save the PNG atomically; returns the output path.
+    ``dtype``, ``channels_last``, ``compile``: the fast path (:func:`sanet_bench.method.prepare`)."""
     from .images import load_image, save_image
 
+    check_fast_path(dtype, device)
     model = load_method(method, weights=weights, weights_dir=weights_dir, seed=seed, device=device)
+    prepare(model, dtype, channels_last, compile)
     c = load_image(content, size)
     s = load_image(style, style_size or size)
     return save_image(model.stylize(c, s, alpha=alpha, **(options or {})).cpu(), out)

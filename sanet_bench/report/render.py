@@ -117,7 +117,8 @@ def render(
 
     def label(method: str) -> tuple[str, bool]:
         info = weights.get(method)
-        return labels.short_label(method, info), not labels.is_official(info)
+        return labels.short_label(method, info) + labels.fast_path_mark(manifest.get("config")), \
+            not labels.is_official(info)
 
     short = {m: label(m)[0] for m in dict.fromkeys(list(df["method"]) + list(weights))}
     is_ref = df["method"].isin(REFERENCES)
