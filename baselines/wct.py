@@ -129,13 +129,31 @@ class WCT(Method):
                     expected = f"the Torch7 WCT file {name}.t7 ({self.spec.file(name + '.t7').layout})"
                     load_strict(module, read_t7_state(path, dict(module.state_dict())), path, expected)
 
+    def _style_features(self, style: Tensor) -> list[Tensor]:
+        """The style's features at relu1_1..relu5_1. Where each level's encoder holds the same weights as
+        the prefix of the deepest one (the released files, random weights), one pass of the deepest encoder
+        gives all five, the same values as five passes; otherwise each level's encoder runs."""
+        deepest = self.encoders[-1]
+        shared = all(
+            all(torch.equal(a, b) for a, b in zip(enc.parameters(), deepest.parameters(), strict=False))
+            for enc in self.encoders[:-1]
+        )
+        if not shared:
+            return [enc(style) for enc in self.encoders]
+        out, x = [], style
+        for a, b in SLICES:
+            x = deepest[a:b](x)
+            out.append(x)
+        return out
+
     def _stylize(self, content: Tensor, style: Tensor, alpha: float) -> Tensor:
         h, w = content.shape[-2:]
-        img = content
+        img, sfs = content, None
         for k in reversed(LEVELS):
             with self.stage("encode"):
+                sfs = sfs or self._style_features(style)  # every level's, in the first encode stage
                 cf = self.encoders[k - 1](img)
-                sf = self.encoders[k - 1](style)
+                sf = sfs[k - 1]
             with self.stage("transform"):
                 csf = wct(cf, sf)
                 if alpha < 1.0:

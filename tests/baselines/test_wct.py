@@ -300,3 +300,15 @@ def test_registry_metadata():
     assert {f.name for f in pth} == set(read_layout(PARITY / "wct")["files"])
     assert all(f.layout and f.license for f in spec.files) and all(f.sources for f in pth)
     assert wct_mod.EIG_THRESHOLD == 1e-5
+
+
+def test_style_is_encoded_once_only_where_the_encoders_share_weights():
+    model = load_method("wct", weights="random", seed=4)
+    g = torch.Generator().manual_seed(5)
+    s = torch.rand(1, 3, 48, 40, generator=g)
+    assert all(torch.equal(a, e(s)) for a, e in zip(model._style_features(s), model.encoders, strict=True))
+    with torch.no_grad():
+        model.encoders[1][0].weight.add_(0.5)  # level 2's encoder no longer a prefix of level 5's
+    feats = model._style_features(s)
+    assert torch.equal(feats[1], model.encoders[1](s)) and torch.equal(feats[4], model.encoders[4](s))
+    assert not torch.equal(feats[1], model.encoders[4][: wct_mod.SLICES[1][1]](s))
