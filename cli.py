@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from sanet_bench.config import ProfileConfig, RunConfig, presets
+from sanet_bench.config import DTYPES, ProfileConfig, RunConfig, presets
 from sanet_bench.errors import SanetBenchError
 
 EPILOG = """\b
@@ -140,9 +140,16 @@ def methods_cmd() -> None:
 @click.option(
     "--option", "options", multiple=True, help="Method option KEY=VALUE (e.g. preserve_color=true)."
 )
+@click.option(
+    "--dtype", type=click.Choice(DTYPES), default="fp32", show_default=True,
+    help="Computation dtype (fp16: CUDA; bf16: CPU or CUDA); the output is float32.",
+)
+@click.option("--channels-last", is_flag=True, help="Model and inputs in channels_last memory format.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the method (slow first call).")
 @user_errors
 def stylize_cmd(
-    method, content, style, out, alpha, size, style_size, weights, weights_dir, device, seed, options
+    method, content, style, out, alpha, size, style_size, weights, weights_dir, device, seed, options,
+    dtype, channels_last, compile_,
 ):
     """Stylize one content image with one style image."""
     from sanet_bench.api import stylize_files
@@ -160,6 +167,9 @@ def stylize_cmd(
         device=device,
         seed=seed,
         options=parse_options(options),
+        dtype=dtype,
+        channels_last=channels_last,
+        compile=compile_,
     )
     click.echo(str(path))
 

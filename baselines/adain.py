@@ -52,8 +52,12 @@ def coral(source: Tensor, target: Tensor) -> Tensor:
 
     Each channel is standardised with its mean and unbiased std; with ``cov = x_norm x_norm^T + I`` (a sum,
     not an average, as the reference), ``out = sqrt(cov_t) sqrt(cov_s)^-1 s_norm * std_t + mean_t``, the
-    matrix square roots from an SVD and the inverse from ``torch.inverse``.
+    matrix square roots from an SVD and the inverse from ``torch.inverse``, in float32 at least (no bf16 or
+    fp16 kernels for them); the result is in the source's dtype.
     """
+    dtype = source.dtype
+    work = torch.promote_types(dtype, torch.float32)
+    source, target = source.to(work), target.to(work)
     s, s_mean, s_std = _flat_mean_std(source)
     t, t_mean, t_std = _flat_mean_std(target)
     s_norm = (s - s_mean) / s_std
@@ -62,7 +66,7 @@ def coral(source: Tensor, target: Tensor) -> Tensor:
     s_cov = s_norm @ s_norm.transpose(1, 2) + eye
     t_cov = t_norm @ t_norm.transpose(1, 2) + eye
     transfer = _mat_sqrt(t_cov) @ (torch.inverse(_mat_sqrt(s_cov)) @ s_norm)
-    return (transfer * t_std + t_mean).reshape(source.shape)
+    return (transfer * t_std + t_mean).reshape(source.shape).to(dtype)
 
 
 def _style_weights(weights: Any, k: int) -> Tensor:

@@ -114,6 +114,8 @@ def optimise(loss: GatysLoss, init: Tensor, iters: int) -> tuple[Tensor, list[fl
 
 
 class Gatys(Method):
+    uses_autograd = True  # the image is optimised by L-BFGS
+
     def __init__(self) -> None:
         super().__init__()
         self.features = GatysFeatures()

@@ -199,6 +199,8 @@ def mast_transform(cf: Tensor, sf: Tensor, k: int = K_CROSS) -> Tensor:
 
 
 class MAST(Method):
+    full_precision = True  # the whole pipeline runs in float64 (module docstring): no lower dtype
+
     def __init__(self) -> None:
         super().__init__()
         self.encoder = Encoder()

@@ -129,13 +129,35 @@ class WCT(Method):
                     expected = f"the Torch7 WCT file {name}.t7 ({self.spec.file(name + '.t7').layout})"
                     load_strict(module, read_t7_state(path, dict(module.state_dict())), path, expected)
 
+    def _style_features(self, style: Tensor) -> list[Tensor | None]:
+        """The style's features at relu2_1..relu5_1 (index 1..4; index 0 is None: relu1_1 is cheap to
+        compute when level 1 needs it, and holding the full-size map through every level would raise the
+        peak memory). Where each level's encoder holds the same weights as the prefix of the deepest one
+        (the released files, random weights), one pass of the deepest encoder gives them all, the same values
+        as a pass per level; otherwise each level's encoder runs when its level comes."""
+        deepest = self.encoders[-1]
+        shared = all(
+            all(torch.equal(a, b) for a, b in zip(enc.parameters(), deepest.parameters(), strict=False))
+            for enc in self.encoders[:-1]
+        )
+        out: list[Tensor | None] = [None] * len(LEVELS)
+        if shared:
+            x = style
+            for i, (a, b) in enumerate(SLICES):
+                x = deepest[a:b](x)
+                out[i] = x if i else None
+        return out
+
     def _stylize(self, content: Tensor, style: Tensor, alpha: float) -> Tensor:
         h, w = content.shape[-2:]
-        img = content
+        img, sfs = content, None
         for k in reversed(LEVELS):
             with self.stage("encode"):
+                sfs = sfs or self._style_features(style)  # in the first encode stage
                 cf = self.encoders[k - 1](img)
-                sf = self.encoders[k - 1](style)
+                sf, sfs[k - 1] = sfs[k - 1], None  # each level's map is freed once used
+                if sf is None:
+                    sf = self.encoders[k - 1](style)
             with self.stage("transform"):
                 csf = wct(cf, sf)
                 if alpha < 1.0:

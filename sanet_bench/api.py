@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, ImageError, WeightsError, is_out_of_memory, shorten
-from .method import Method, build
+from .method import Method, build, check_fast_path, prepare
 from .registry import MethodSpec, get_method_spec, method_specs
 from .weights import META_FILE, resolve_official, sha256_file
 
@@ -145,6 +145,9 @@ def stylize_files(
     device: str = "cpu",
     seed: int = 0,
     options: dict[str, Any] | None = None,
+    dtype: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
 ):
     """Stylize one image file with another and save it atomically in the format ``out``'s suffix names;
     returns the output path. ``size``/``style_size``: shorter side in px (None: the file's own size).
@@ -152,6 +155,7 @@ def stylize_files(
     Everything checkable without the model is checked first (paths, suffix, sizes, alpha, options, the
     device, and whether the content's relu1_1 features fit in free memory), so a typo costs no model load.
     Running out of memory is an :class:`ImageError` naming the size that failed and a ``--size`` to try.
+    ``dtype``, ``channels_last``, ``compile``: the fast path (:func:`sanet_bench.method.prepare`).
     """
     from .images import load_image, probe, require_min_side, save_format, save_image, target_size
     from .method import check_call
@@ -162,6 +166,7 @@ def stylize_files(
         if value is not None and value < least:
             raise ConfigError(f"{flag} {value} is under {spec.name}'s minimum of {least} px; e.g. {flag} 512")
     alpha, _ = check_call(spec, alpha, dict(options or {}))
+    check_fast_path(dtype, device)
     dev = resolve_device(device)
     c_wh = probe(content)
     require_min_side(content, c_wh, spec.min_size, spec.name)
@@ -169,6 +174,7 @@ def stylize_files(
     c_size = target_size(*c_wh, size, "shorter")
     _check_fits(content, c_size, size, dev)
     model = load_method(method, weights=weights, weights_dir=weights_dir, seed=seed, device=dev)
+    prepare(model, dtype, channels_last, compile)
     c = load_image(content, size)
     s = load_image(style, style_size or size)
     try:

@@ -4,6 +4,10 @@
 (style [N or 1,3,H',W']) and returns the model's un-clamped output [N,3,H,W] in the same scale. The output
 is cropped to the content size where a method's decoder rounds sizes up (sizes not a multiple of 8/16).
 
+Fast paths: :func:`prepare` sets a loaded model up for a dtype (bf16 on CPU or CUDA, fp16 on CUDA), the
+channels_last memory format and ``torch.compile``; ``stylize`` then converts its inputs to match and returns
+float32. It is the one place the CLI's ``run``, ``stylize`` and ``profile`` apply them.
+
 Stages: a method wraps its encode / transform / decode work in ``with self.stage(name):`` so the profiler
 can time them; with no profiler attached the context manager costs nothing.
 """
@@ -19,17 +23,27 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .config import DTYPES
 from .errors import ConfigError, ImageError
 from .registry import MethodSpec
+
+TORCH_DTYPES = dict(zip(DTYPES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 
 
 class Method(nn.Module):
     spec: MethodSpec  # set by load_method
+    #: True where the reference computes in float64 end to end (MAST): a lower dtype leaves it unchanged.
+    full_precision: bool = False
+    #: True where ``_stylize`` takes gradients (Gatys): it runs under ``no_grad``, not ``inference_mode``.
+    uses_autograd: bool = False
 
     def __init__(self) -> None:
         super().__init__()
         self.weights_info: dict[str, Any] = {"source": "unloaded"}
         self.stage_hook: Callable[[str], ContextManager[Any]] | None = None
+        self.compute_dtype = torch.float32
+        self.memory_format = torch.contiguous_format
+        self.fast_path: dict[str, Any] = {"dtype": "fp32", "channels_last": False, "compile": False}
 
     # -- to implement ---------------------------------------------------------------------------------
     def load_official(self, paths: dict[str, Path]) -> None:
@@ -65,13 +79,14 @@ class Method(nn.Module):
             raise ImageError(
                 f"style batch {style.shape[0]} must be 1 or match the content batch {content.shape[0]}"
             )
-        dev = self.device
-        content, style = content.to(dev), style.to(dev)
+        dev, dtype, fmt = self.device, self.compute_dtype, self.memory_format
+        content = content.to(dev, dtype).contiguous(memory_format=fmt)
+        style = style.to(dev, dtype).contiguous(memory_format=fmt)
         if style.shape[0] != content.shape[0]:
             style = style.expand(content.shape[0], -1, -1, -1)
-        with torch.no_grad():
+        with torch.no_grad() if self.uses_autograd else torch.inference_mode():
             out = self._stylize(content, style, alpha, **opts)
-        return out[..., : content.shape[-2], : content.shape[-1]]
+        return out[..., : content.shape[-2], : content.shape[-1]].float()
 
 
 def check_call(
@@ -110,6 +125,39 @@ def _check_image(x: Tensor, what: str, min_size: int) -> Tensor:
             "resize it"
         )
     return x
+
+
+def check_fast_path(dtype: str, device: str | torch.device) -> None:
+    """Raise :class:`ConfigError` for a dtype that is unknown or not supported on ``device``."""
+    if dtype not in TORCH_DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if dtype == "fp16" and torch.device(device).type != "cuda":
+        raise ConfigError(
+            f"dtype fp16 needs CUDA (half-precision kernels on {device} are missing or slow); "
+            "use --dtype bf16 on CPU or --device cuda"
+        )
+
+
+def prepare(model: Method, dtype: str = "fp32", channels_last: bool = False, compile: bool = False) -> Method:
+    """Set a loaded ``model`` up for a fast path, in place, and return it.
+
+    ``dtype`` (fp32 | bf16 | fp16 on CUDA): weights and inputs in that dtype, the output back in float32;
+    float64 steps a method's reference needs (WCT, Avatar-Net's decorator) stay float64, and a
+    ``full_precision`` method (MAST) is left in its own precision. ``channels_last``: weights and inputs in
+    that memory format. ``compile``: ``torch.compile`` of ``_stylize`` (its stages are then not split).
+    ``model.fast_path`` records the choice.
+    """
+    check_fast_path(dtype, model.device)
+    if not model.full_precision:
+        model.compute_dtype = TORCH_DTYPES[dtype]
+        model.to(dtype=model.compute_dtype)
+    if channels_last:
+        model.memory_format = torch.channels_last
+        model.to(memory_format=torch.channels_last)
+    if compile:
+        model._stylize = torch.compile(model._stylize)  # type: ignore[method-assign]
+    model.fast_path = {"dtype": dtype, "channels_last": bool(channels_last), "compile": bool(compile)}
+    return model
 
 
 def build(spec: MethodSpec, seed: int = 0) -> Method:

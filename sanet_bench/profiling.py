@@ -70,14 +70,14 @@ import numpy as np
 import torch
 
 from .backends import WorkerLost, get_backend
-from .config import DTYPES, ProfileConfig
+from .config import ProfileConfig
 from .errors import ConfigError, SanetBenchError, is_out_of_memory, shorten
 from .io import JsonlStore, atomic_write_bytes
+from .method import check_fast_path, prepare
 from .provenance import environment
 from .results import read_manifest
 
 PRIME_SIZE = 64  # the priming call before a CPU memory measurement
-TORCH_DTYPES = dict(zip(DTYPES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 STATUSES = ("ok", "oom", "error", "skipped-after-oom")
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
@@ -272,15 +272,12 @@ def _measure(cell: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(int(cell["threads"]))
     dev = torch.device(cell["device"])
     cuda = dev.type == "cuda"
-    dtype = TORCH_DTYPES[cell["dtype"]]
     model = load_method(
         cell["method"], weights=cell["weights"], weights_dir=cell["weights_dir"], seed=cell["seed"],
         device=dev,
     )
-    model = model.to(dtype=dtype)
-    fmt = torch.channels_last if cell["channels_last"] else torch.contiguous_format
-    if cell["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
+    prepare(model, cell["dtype"], cell["channels_last"], cell["compile"])
+    dtype, fmt = model.compute_dtype, model.memory_format
     g = torch.Generator().manual_seed(cell["seed"])
     size = int(cell["size"])
     content, style = (
@@ -288,9 +285,7 @@ def _measure(cell: dict[str, Any]) -> dict[str, Any]:
         for _ in range(2)
     )
     timer = StageTimer(dev)
-    if cell["compile"]:
-        model._stylize = torch.compile(model._stylize)  # stage hooks would break the graph: stages not split
-    else:
+    if not cell["compile"]:  # stage hooks would break the compiled graph: stages not split
         model.stage_hook = timer
     options = cell["options"]
 
@@ -438,8 +433,7 @@ def _validate(cfg: ProfileConfig) -> list[str]:
     from .api import list_methods, resolve_device
     from .registry import get_method_spec
 
-    if cfg.dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {cfg.dtype!r}; choose one of {', '.join(DTYPES)}")
+    check_fast_path(cfg.dtype, cfg.device)
     if not cfg.sizes or any(s <= 0 for s in cfg.sizes):
         raise ConfigError(f"sizes must be positive pixel counts, got {cfg.sizes}; e.g. --sizes 256,512")
     if cfg.repeats < 0 or cfg.warmup < 0:
@@ -594,7 +588,7 @@ def profile_run(cfg, run_dir: str | os.PathLike) -> list[dict[str, Any]]:
             return []
     pcfg = ProfileConfig(
         methods=methods, sizes=list(cfg.profile_sizes or cfg.sizes), device=cfg.device,
-        weights=cfg.weights,
+        dtype=cfg.dtype, channels_last=cfg.channels_last, compile=cfg.compile, weights=cfg.weights,
         weights_dir=cfg.weights_dir, seed=cfg.seed, repeats=cfg.profile_repeats,
         # a run config may hold options for methods it does not run (the default's gatys iters)
         method_options={m: o for m, o in cfg.method_options.items() if m in methods or not methods},

@@ -56,6 +56,7 @@ from .config import RESIZE_POLICIES, RunConfig, to_dict
 from .errors import ConfigError, SanetBenchError, is_out_of_memory, shorten
 from .images import load_image, probe, require_min_side, save_image
 from .io import JsonlStore, atomic_write_bytes
+from .method import check_fast_path, prepare
 from .metrics import Metric, build, encoder_id, evaluate, missing_components
 from .provenance import environment
 from .registry import InputPolicy, get_method_spec, get_metric_spec, metric_specs
@@ -147,6 +148,7 @@ def output_path(cell: Cell) -> Path:
 def validate(cfg: RunConfig) -> tuple[list[str], list[str]]:
     """Canonical method and metric names; any problem with ``cfg`` is a :class:`ConfigError`."""
     resolve_device(cfg.device)
+    check_fast_path(cfg.dtype, cfg.device)
     methods = list(dict.fromkeys(get_method_spec(m).name for m in cfg.methods)) or list_methods()
     metrics = list(dict.fromkeys(get_metric_spec(m).name for m in cfg.metrics)) or sorted(metric_specs())
     if not cfg.sizes or any(s <= 0 for s in cfg.sizes):
@@ -290,6 +292,7 @@ def _base_row(cell: Cell, cfg: RunConfig, h: str, device: torch.device) -> dict[
         "key": cell.key, "method": cell.method, "content": cell.content.name, "style": cell.style.name,
         "size": cell.size, "style_size": cell.style_size, "alpha": cell.alpha, "device": str(device),
         "seed": cell_seed(cfg.seed, cell.key), "config_hash": h, "weights": cfg.weights,
+        "dtype": cfg.dtype, "channels_last": cfg.channels_last, "compile": cfg.compile,
     }
 
 
@@ -650,7 +653,7 @@ def _load(method: str, cfg: RunConfig, device: torch.device) -> tuple[Any, str |
     try:
         weights = get_method_spec(method).weights_kind(cfg.weights)
         kw = {"weights": weights, "weights_dir": cfg.weights_dir, "seed": cfg.seed, "device": device}
-        return load_method(method, **kw), None
+        return prepare(load_method(method, **kw), cfg.dtype, cfg.channels_last, cfg.compile), None
     except SanetBenchError as e:
         return None, str(e)
     except Exception as e:

@@ -42,3 +42,39 @@ def write_official(folder: str | Path, out: str | Path, layout: str = "layout.js
         torch.save({"iter": 0, "state_dict": state} if container else state, out / name)
         written.append(out / name)
     return written
+
+
+# How each parity folder's stylize cases call the public API: (method name, layout file, stylize kwargs).
+def case_call(case: dict) -> tuple[str, str, dict]:
+    """``(method name, layout file, keyword arguments of stylize)`` for a parity case with an ``expected``."""
+    m = case["method"]
+    if m == "adain":
+        return "adain", "layout.json", {"alpha": case["alpha"], "preserve_color": case["preserve_color"]}
+    if m == "wct":
+        return "wct", "layout.json", {"alpha": case["alpha"]}
+    if m == "avatar_net":
+        return "avatar-net", "layout.json", {"alpha": case["inter_weight"]}
+    if m == "mast":
+        return "mast", "layout.json", {"alpha": case["style_weight"]}
+    if m == "lst":
+        return {"r41": "lst", "r31": "lst-r31"}[case["layer"]], "layout.json", {}
+    if m == "artflow":
+        return f"artflow-{case['operator']}", case["layout"], {}
+    return m, "layout.json", {}
+
+
+def write_weights(folder: str | Path, out: str | Path, layout: str = "layout.json") -> Path:
+    """The parity weights of ``folder`` in ``out`` as ``load_method(..., weights_dir=out)`` reads them
+    (Avatar-Net: its converted ``.npz`` of TF-named arrays)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if Path(folder).name == "avatar_net":
+        import numpy as np
+
+        from baselines.avatar_net import NPZ
+
+        state = rebuild_state(read_layout(folder, layout)["files"]["model.ckpt"])
+        np.savez(out / NPZ, **{k: v.numpy() for k, v in state.items()})
+    else:
+        write_official(folder, out, layout)
+    return out

@@ -195,9 +195,9 @@ def test_ablate_options_are_config_fields():
 
 
 def test_vocabularies_match_the_code_that_uses_them():
-    from sanet_bench import images, profiling
+    from sanet_bench import images, method
 
-    assert set(profiling.TORCH_DTYPES) == set(config.DTYPES)
+    assert set(method.TORCH_DTYPES) == set(config.DTYPES)
     assert images.RESIZE_POLICIES is config.RESIZE_POLICIES
     assert set(config.BUDGETS) >= {b for s in registry.method_cards().values() for b in s.budgets}
 

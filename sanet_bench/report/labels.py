@@ -36,6 +36,12 @@ def short_label(method: str, info: dict[str, Any] | None) -> str:
     return f"{method} [{src.upper()} WEIGHTS{fails}]"
 
 
+def fast_path_mark(cfg: dict[str, Any] | None) -> str:
+    """`` [BF16, not fp32]`` for a run or profile record computed in another dtype; else empty."""
+    dtype = str((cfg or {}).get("dtype") or "fp32")
+    return "" if dtype == "fp32" else f" [{dtype.upper()}, not fp32]"
+
+
 def long_label(info: dict[str, Any] | None) -> str:
     """One line: the source and its identity (sha256 of each file, seed, recipe)."""
     info = info or {}

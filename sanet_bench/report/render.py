@@ -163,6 +163,7 @@ def render(
     options = manifest.get("method_options") or manifest.get("config", {}).get("method_options", {})
     counts = results.count_line(df)
     not_run = results.could_not_run(df, manifest)
+    fast = labels.fast_path_mark(manifest.get("config"))  # "[BF16, not fp32]" etc.; "" for fp32
     is_ref = df["method"].isin(REFERENCES)
     refs = df[is_ref]  # reference rows: the content / style scored as outputs
     everything, df = df, df[~is_ref & ~df["method"].isin(list(not_run))]
@@ -173,7 +174,7 @@ def render(
         """A method (or a method at one alpha): weights, alpha and any non-default option."""
         method, alpha = variant_of.get(key, (key, None))
         info = weights.get(method)
-        text = labels.short_label(method, info) + ("" if alpha is None else f" α={alpha:g}")
+        text = labels.short_label(method, info) + fast + ("" if alpha is None else f" α={alpha:g}")
         opts = ", ".join(f"{k}={v}" for k, v in (options.get(method) or {}).items())
         return text + (f", {opts}" if opts else ""), not labels.is_official(info)
 
@@ -183,7 +184,8 @@ def render(
         """A profiled method: timed at its default alpha, with its options."""
         opts = ", ".join(f"{k}={v}" for k, v in (options.get(method) or {}).items())
         info = weights.get(method)
-        return labels.short_label(method, info) + (f", {opts}" if opts else ""), not labels.is_official(info)
+        text = labels.short_label(method, info) + fast + (f", {opts}" if opts else "")
+        return text, not labels.is_official(info)
     named = {v: label(v)[0] for v in variant_of}
     methods = list(dict.fromkeys(df["method"]))
     metrics = results.metric_columns(df)

@@ -296,3 +296,27 @@ def test_registry_metadata():
     assert {f.name for f in pth} == set(read_layout(PARITY / "wct")["files"])
     assert all(f.layout and f.license for f in spec.files) and all(f.sources for f in pth)
     assert wct_mod.EIG_THRESHOLD == 1e-5
+
+
+def test_style_is_encoded_once_only_where_the_encoders_share_weights(monkeypatch):
+    model = load_method("wct", weights="random", seed=4)
+    g = torch.Generator().manual_seed(5)
+    c, s = torch.rand(1, 3, 64, 64, generator=g), torch.rand(1, 3, 64, 72, generator=g)
+    feats = model._style_features(s)
+    assert feats[0] is None  # relu1_1 is computed when level 1 comes
+    assert all(torch.equal(a, e(s)) for a, e in zip(feats[1:], model.encoders[1:], strict=True))
+    calls = []
+    for i, enc in enumerate(model.encoders):
+        enc.register_forward_hook(lambda m, a, o, i=i: calls.append(i))
+    shared = model.stylize(c, s)
+    assert sorted(calls) == [0, 0, 1, 2, 3, 4]  # content: each level; style: relu1_1 only (+ one shared pass)
+    saved = model.encoders[1][0].weight.clone()
+    with torch.no_grad():
+        model.encoders[1][0].weight.add_(0.5)  # level 2's encoder no longer a prefix of level 5's
+    assert model._style_features(s) == [None] * 5  # each level encodes the style itself
+    calls.clear()
+    model.stylize(c, s)
+    assert sorted(calls) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    with torch.no_grad():
+        model.encoders[1][0].weight.copy_(saved)
+    assert torch.equal(model.stylize(c, s), shared)  # the shared pass again, the same output
