@@ -119,7 +119,7 @@ def _resolve_auto(spec: MethodSpec, weights_dir) -> tuple[dict | None, str]:
         _DEMO_NOTICED.add(spec.name)
         log.warning("%s: official weights not in the cache (%s); using sanet-bench DEMO weights (not the "
                     "paper's model); `sanet-bench weights pull %s` gets the official files",
-                    spec.name, shorten(str(err).split(" — ")[0], 120), spec.name)
+                    spec.name, shorten(str(err).split(" — ")[0], 400), spec.name)
     return None, "demo"
 
 

@@ -150,12 +150,19 @@ def pull(name: str, *, mirror: str | None = None, offline: bool | None = None) -
             failed.append((e, err))
     if failed:
         cls = OfflineError if all(isinstance(err, OfflineError) for _, err in failed) else DownloadError
-        listed = "; ".join(f"{e.file} ({shorten(str(err).split('; ')[0], 120)})" for e, err in failed)
+        listed = "; ".join(f"{e.file} ({_reason(err)})" for e, err in failed)
         raise cls(
             f"paper grid: {len(entries) - len(failed)} of {len(entries)} images fetched and verified into "
             f"{grids_dir() / 'paper'}; missing {len(failed)}: {listed}. Fix: {MIRROR_FIX}"
         )
     return get_grid(name)
+
+
+def _reason(err: Exception) -> str:
+    """A download error's reason without its leading ``<file, path or URL>:`` (the list names the file)."""
+    why = str(err).split("; ")[0]
+    head, sep, rest = why.partition(": ")
+    return shorten(rest if sep and " " not in head else why, 200)
 
 
 def status(name: str, *, mirror: str | None = None) -> list[tuple[GridImage, str]]:
