@@ -19,6 +19,7 @@ Only the driver writes files: results come back as values.
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -114,7 +115,8 @@ class RayBackend:
         actor_cls = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)(_Actor)
         threads = int(self.cpus) if self.cpus >= 1 else 1
         actors: dict[Any, Any] = {}  # handle -> last group
-        pending: dict[Any, tuple[Any, Any]] = {}  # object ref -> (item, actor)
+        pending: dict[Any, tuple[Any, Any, int]] = {}  # object ref -> (item, actor, submission number)
+        submitted = itertools.count()
         attempts: collections.Counter[str] = collections.Counter()
         refs: dict[int, tuple[Any, Any]] = {}  # id(tensor) -> (tensor, ref): each tensor put once
 
@@ -126,12 +128,12 @@ class RayBackend:
             return refs[id(a)][1]
 
         def feed(actor: Any) -> None:
-            while queue and sum(a is actor for _, a in pending.values()) < IN_FLIGHT:
+            while queue and sum(a is actor for _, a, _ in pending.values()) < IN_FLIGHT:
                 last = actors[actor]
                 pick = next((it for it in queue if group(it) == last), queue[0])
                 queue.remove(pick)
                 actors[actor] = group(pick)
-                pending[actor.call.remote(*(put(a) for a in args(pick)))] = (pick, actor)
+                pending[actor.call.remote(*(put(a) for a in args(pick)))] = (pick, actor, next(submitted))
 
         try:
             for _ in range(n):
@@ -140,23 +142,32 @@ class RayBackend:
                 feed(actor)
             while pending:
                 [ref], _ = ray.wait(list(pending), num_returns=1)
-                item, actor = pending.pop(ref)
+                item, actor, seq = pending.pop(ref)
                 try:
                     yield item, ray.get(ref)
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                         ray.exceptions.OutOfMemoryError) as e:
                     reason = _lost_reason(e)
-                    attempts[key(item)] += 1
-                    if actor in actors:  # replace the dead actor once; its other items fail the same way
-                        del actors[actor]
-                        ray.kill(actor)
-                        actors[actor_cls.remote(make_worker, threads)] = None
-                    if attempts[key(item)] <= self.max_retries:
-                        self.retries[key(item)] = reason
-                        queue.appendleft(item)
+                    # An actor runs its calls in submission order: of the dead actor's items, the oldest was
+                    # running and is charged an attempt; the others only waited behind it and go back to
+                    # the queue uncharged. The dead actor is replaced once.
+                    queued = sorted((s_, it) for r, (it, a, s_) in list(pending.items()) if a is actor)
+                    for r in [r for r, (_, a, _) in pending.items() if a is actor]:
+                        del pending[r]
+                    running = min([(seq, item), *queued], key=lambda x: x[0])[1]
+                    for _, it in reversed(queued + [(seq, item)]):
+                        if it is not running:
+                            queue.appendleft(it)
+                    del actors[actor]
+                    ray.kill(actor)
+                    actors[actor_cls.remote(make_worker, threads)] = None
+                    attempts[key(running)] += 1
+                    if attempts[key(running)] <= self.max_retries:
+                        self.retries[key(running)] = reason
+                        queue.appendleft(running)
                     else:
-                        n_tries = attempts[key(item)]
-                        yield item, WorkerLost(f"{reason} on each of {n_tries} attempts; {_LOST_HINT}")
+                        n_tries = attempts[key(running)]
+                        yield running, WorkerLost(f"{reason} on each of {n_tries} attempts; {_LOST_HINT}")
                 for a in list(actors):
                     feed(a)
         finally:
