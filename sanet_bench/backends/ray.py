@@ -19,7 +19,6 @@ Only the driver writes files: results come back as values.
 from __future__ import annotations
 
 import collections
-import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -29,7 +28,9 @@ from ..errors import ConfigError
 from . import WorkerLost
 
 EXTRA = "pip install 'sanet-bench[ray]'"
-IN_FLIGHT = 2  # items queued per actor: the next cell's arguments travel while one runs
+# One item per actor at a time: when an actor dies, the item it held is the one that killed it (with two,
+# a finished item's reply can die with the process and the wrong item would be charged the retry).
+IN_FLIGHT = 1
 
 
 def _ray() -> Any:
@@ -115,8 +116,7 @@ class RayBackend:
         actor_cls = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0)(_Actor)
         threads = int(self.cpus) if self.cpus >= 1 else 1
         actors: dict[Any, Any] = {}  # handle -> last group
-        pending: dict[Any, tuple[Any, Any, int]] = {}  # object ref -> (item, actor, submission number)
-        submitted = itertools.count()
+        pending: dict[Any, tuple[Any, Any]] = {}  # object ref -> (item, actor)
         attempts: collections.Counter[str] = collections.Counter()
         refs: dict[int, tuple[Any, Any]] = {}  # id(tensor) -> (tensor, ref): each tensor put once
 
@@ -128,12 +128,12 @@ class RayBackend:
             return refs[id(a)][1]
 
         def feed(actor: Any) -> None:
-            while queue and sum(a is actor for _, a, _ in pending.values()) < IN_FLIGHT:
+            while queue and sum(a is actor for _, a in pending.values()) < IN_FLIGHT:
                 last = actors[actor]
                 pick = next((it for it in queue if group(it) == last), queue[0])
                 queue.remove(pick)
                 actors[actor] = group(pick)
-                pending[actor.call.remote(*(put(a) for a in args(pick)))] = (pick, actor, next(submitted))
+                pending[actor.call.remote(*(put(a) for a in args(pick)))] = (pick, actor)
 
         try:
             for _ in range(n):
@@ -142,32 +142,22 @@ class RayBackend:
                 feed(actor)
             while pending:
                 [ref], _ = ray.wait(list(pending), num_returns=1)
-                item, actor, seq = pending.pop(ref)
+                item, actor = pending.pop(ref)
                 try:
                     yield item, ray.get(ref)
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                         ray.exceptions.OutOfMemoryError) as e:
                     reason = _lost_reason(e)
-                    # An actor runs its calls in submission order: of the dead actor's items, the oldest was
-                    # running and is charged an attempt; the others only waited behind it and go back to
-                    # the queue uncharged. The dead actor is replaced once.
-                    queued = sorted((s_, it) for r, (it, a, s_) in list(pending.items()) if a is actor)
-                    for r in [r for r, (_, a, _) in pending.items() if a is actor]:
-                        del pending[r]
-                    running = min([(seq, item), *queued], key=lambda x: x[0])[1]
-                    for _, it in reversed(queued + [(seq, item)]):
-                        if it is not running:
-                            queue.appendleft(it)
-                    del actors[actor]
+                    del actors[actor]  # replaced; the item it held is charged an attempt
                     ray.kill(actor)
                     actors[actor_cls.remote(make_worker, threads)] = None
-                    attempts[key(running)] += 1
-                    if attempts[key(running)] <= self.max_retries:
-                        self.retries[key(running)] = reason
-                        queue.appendleft(running)
+                    attempts[key(item)] += 1
+                    if attempts[key(item)] <= self.max_retries:
+                        self.retries[key(item)] = reason
+                        queue.appendleft(item)
                     else:
-                        n_tries = attempts[key(running)]
-                        yield running, WorkerLost(f"{reason} on each of {n_tries} attempts; {_LOST_HINT}")
+                        n_tries = attempts[key(item)]
+                        yield item, WorkerLost(f"{reason} on each of {n_tries} attempts; {_LOST_HINT}")
                 for a in list(actors):
                     feed(a)
         finally:
