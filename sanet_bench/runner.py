@@ -93,6 +93,12 @@ class RunSummary:
     def any_failed(self) -> bool:
         return bool((self.table["status"] == "failed").any()) if len(self.table) else False
 
+    def failed_beyond(self, methods: set[str]) -> bool:
+        """Whether a cell failed whose method is not one of ``methods`` (e.g. those that could not load)."""
+        if not len(self.table):
+            return False
+        return bool(((self.table["status"] == "failed") & ~self.table["method"].isin(methods)).any())
+
 
 class Reference:
     """A reference row's "method": the content itself, or the style resized to the content's size, scored as

@@ -474,3 +474,11 @@ def test_cells_run_on_inputs_adapted_to_the_method_and_the_row_says_so(tmp_path,
     assert df.loc["ref:style", "content_input"] == "85x64"
     manifest = json.loads((tmp_path / "run" / results.MANIFEST).read_text())
     assert "asserts equal" in manifest["input_policies"]["stytr2"]["note"]
+
+
+def test_summary_failed_beyond_the_methods_that_could_not_run(tmp_path, grid, monkeypatch):
+    """The CLI's exit status for "every registered method": cells of methods that could not load do not count;
+    any other failed cell does."""
+    cfg = cfg_for(tmp_path / "run", methods=["sanet", "adain"], weights="official", max_pairs=1)
+    s = runner.run(cfg, grid=grid, progress=False)  # no official files here: neither loads
+    assert s.any_failed and s.failed_beyond({"sanet"}) and not s.failed_beyond({"sanet", "adain"})
