@@ -1,4 +1,4 @@
-"""Latency, peak memory and FLOPs of each method's ``stylize`` per size, as JSONL records (issue 6).
+"""Latency, peak memory and FLOPs of each method's ``stylize`` per size, as JSONL records.
 
 One cell is (method, size, dtype, flags). Inputs are seeded ``torch.rand`` images, content and style both
 ``size`` x ``size``, batch 1, at the method's default alpha. Each cell runs, in order:

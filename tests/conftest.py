@@ -39,6 +39,13 @@ def no_tf32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+def assert_losses_close(losses, case: dict) -> None:
+    """Every expected loss of a parity ``case`` within ``tol_loss_rel`` (``losses``: tensors or floats)."""
+    for k, want in case["expected_losses"].items():
+        got = float(losses[k])
+        assert abs(got - want) <= case["tol_loss_rel"] * abs(want), (k, got, want)
+
+
 def assert_close_rel_max(out: torch.Tensor, expected: torch.Tensor, tol: float) -> None:
     assert out.shape == expected.shape, (out.shape, expected.shape)
     err = (out - expected).abs().max().item()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import PARITY, assert_close_rel_max, load_case, parity_cases
+from conftest import PARITY, assert_close_rel_max, assert_losses_close, load_case, parity_cases
 from parity_weights import read_layout, rebuild_all
 
 from sanet_bench import load_method
@@ -30,9 +30,7 @@ def test_parity(case, parity_weights):
         assert c["kind"] == "losses"
         with torch.no_grad():
             losses = sanet_losses(model.encoder, model.transform, model.decoder, c["content"], c["style"])
-        for k, want in c["expected_losses"].items():
-            got = losses[k].item()
-            assert abs(got - want) <= c["tol_loss_rel"] * abs(want), (k, got, want)
+        assert_losses_close(losses, c)
 
 
 def test_chunked_attention_equals_full_softmax():
