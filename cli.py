@@ -343,12 +343,13 @@ def _echo_outcomes(rows) -> int:
 @click.option("--weights-dir", type=click.Path(path_type=Path), help="Also look in this folder.")
 @user_errors
 def weights_list_cmd(methods, weights_dir):
-    """Each method's official files: size, sha256, source, licence, present/missing in the cache.
+    """Official files of each method and metric: size, sha256, source, licence, present/missing in the cache.
 
-    A sha256 marked (publisher) was published with the file; (recorded) is the first copy pulled or
-    imported here, recorded after it loaded into the method's architecture. Shared files (vgg_normalised.pth)
-    are cached once, in the shared folder, for every method."""
-    from sanet_bench.weights import alexnet_path, file_table
+    METHODS: method or metric names (`metrics`: every metric's files); none: all. A sha256 marked (publisher)
+    was published with the file; (recorded) is the first copy pulled or imported here, recorded after it
+    loaded into its method's architecture or metric's network. Shared files (vgg_normalised.pth, the metrics'
+    networks) are cached once, in the shared folder; LPIPS's AlexNet in torch hub's cache."""
+    from sanet_bench.weights import file_table
 
     origin = {"registry": "publisher", "recorded": "recorded"}
     for r in file_table(methods, weights_dir):
@@ -360,18 +361,15 @@ def weights_list_cmd(methods, weights_dir):
         click.echo(f"{r.method:<11} {r.file.name:<32} {state:<8} {_size(size):>9}  {sha}")
         src = ", ".join(f"{s.url} ({s.kind})" for s in r.file.sources) or "no public source"
         inside = f" (inside {r.file.archive}: {r.file.member})" if r.file.archive else ""
-        cache = f"{'shared ' if r.file.shared else ''}cache {r.path}"
+        cache = f"{'torch hub ' if r.file.hub else 'shared ' if r.file.shared else ''}cache {r.path}"
         click.echo(f"{'':<11} from {src}{inside}; licence: {r.file.license or 'not stated'}; {cache}")
-    if not methods:
-        a = alexnet_path()
-        state = "present" if a.is_file() else "missing"
-        click.echo(f"{'lpips':<11} {a.name:<32} {state:<8} torch.hub cache {a}")
 
 
 @weights_group.command(
     "pull",
-    epilog="\b\nExamples:\n  sanet-bench weights pull                      # all methods + LPIPS's AlexNet\n"
+    epilog="\b\nExamples:\n  sanet-bench weights pull                      # all methods and metrics\n"
     "  sanet-bench weights pull sanet adain\n"
+    "  sanet-bench weights pull fid artfid lpips     # those metrics' networks ('metrics': all)\n"
     "  sanet-bench weights pull --mirror /data/checkpoints   # a folder holding the files by official name\n"
     "  sanet-bench weights pull --mirror https://example.org/ckpt\n"
     "  sanet-bench weights pull --offline            # only say what is missing",
@@ -379,14 +377,17 @@ def weights_list_cmd(methods, weights_dir):
 @click.argument("methods", nargs=-1)
 @click.option("--offline", is_flag=True, default=None, help="No network (also SANET_BENCH_OFFLINE=1).")
 @click.option("--mirror", help="URL prefix or folder with the files by name (or SANET_BENCH_MIRROR).")
-@click.option("--no-lpips", is_flag=True, help="Skip prefetching the AlexNet weights LPIPS needs.")
+@click.option("--no-metrics", is_flag=True,
+              help="Without METHODS: skip the metrics' networks (LPIPS's AlexNet, the Inceptions, VGG19).")
 @user_errors
-def weights_pull_cmd(methods, offline, mirror, no_lpips):
-    """Download and verify official files into the cache (exit 2 if any file could not be had)."""
+def weights_pull_cmd(methods, offline, mirror, no_metrics):
+    """Download and verify official files into the cache (exit 2 if any file could not be had).
+
+    METHODS: method or metric names (`metrics`: every metric's files); none: all methods and metrics."""
     from sanet_bench.errors import DownloadError
     from sanet_bench.weights import pull
 
-    failed = _echo_outcomes(pull(methods, offline=offline, mirror=mirror, lpips=not no_lpips))
+    failed = _echo_outcomes(pull(methods, offline=offline, mirror=mirror, metrics=not no_metrics))
     if failed:
         raise DownloadError(f"{failed} file(s) missing; see the FAIL lines above for each file's fix")
 
@@ -394,13 +395,16 @@ def weights_pull_cmd(methods, offline, mirror, no_lpips):
 @weights_group.command(
     "import",
     epilog="\b\nExamples:\n  sanet-bench weights import ~/Downloads/checkpoints\n"
-    "  sanet-bench weights import ~/Downloads/SANET-weights sanet",
+    "  sanet-bench weights import ~/Downloads/SANET-weights sanet\n"
+    "  sanet-bench weights import ~/Downloads/metric-nets metrics   # FID/ArtFID/CFSD/LPIPS networks",
 )
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.argument("methods", nargs=-1)
 @user_errors
 def weights_import_cmd(folder, methods):
-    """Copy official files found in FOLDER (recursively, by official name) into the cache, verified."""
+    """Copy official files found in FOLDER (recursively, by official name) into the cache, verified.
+
+    METHODS: method or metric names (`metrics`: every metric's files); none: all methods and metrics."""
     from sanet_bench.errors import WeightsError
     from sanet_bench.weights import import_dir
 

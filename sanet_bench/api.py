@@ -109,7 +109,7 @@ def _resolve_auto(spec: MethodSpec, weights_dir) -> tuple[dict | None, str]:
     except WeightsError as e:
         err = e
     if not env_offline():
-        failed = [r for r in pull([spec.name], lpips=False, retries=1) if not r.ok]
+        failed = [r for r in pull([spec.name], retries=1) if not r.ok]
         if not failed:
             return resolve_official(spec, None), "official"
         err = WeightsError(f"{spec.name}: could not download {failed[0].name}: {failed[0].detail}")

@@ -21,6 +21,7 @@ import os
 import pkgutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import UnknownNameError
@@ -55,6 +56,8 @@ class WeightFile:
     archive_sha256: str | None = None
     # One file that several methods load (vgg_normalised.pth): cached once, under weights/shared/.
     shared: bool = False
+    # Kept in torch hub's ``checkpoints`` folder, where torchvision and lpips load it (LPIPS's AlexNet).
+    hub: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,21 @@ def unregister_metric(name: str) -> None:
     _METRICS.pop(name, None)
 
 
+_FILE_CHECKS: dict[str, Callable[[Any], None]] = {}
+
+
+def register_file_check(name: str, check: Callable[[Any], None]) -> None:
+    """How a metric network's file ``name`` is checked: ``check(path)`` loads it into the network and raises
+    a one-line ``WeightsError`` when it does not fit (``weights pull/import/verify`` call it)."""
+    _FILE_CHECKS[name] = check
+
+
+def file_check(name: str) -> Callable[[Any], None] | None:
+    """The check registered for the metric file ``name`` (importing the metric modules), or None."""
+    _import_all(_METRIC_MODULES)
+    return _FILE_CHECKS.get(name)
+
+
 def _import_all(modules: tuple[str, ...]) -> None:
     for mod in modules:
         importlib.import_module(mod)
@@ -295,32 +313,55 @@ def method_cards() -> dict[str, MethodCard]:
 
     Importing the method modules imports torch (about 3 s here), so metadata commands (``sanet-bench
     methods``, ``weights list``) read the cards from a cache in ``$SANET_BENCH_HOME/cache/``, keyed by the
-    path, size and mtime of every method module and by the plugins' entry points: any change to a method's
-    file gives a new key. No snapshot is committed; the first call (or the first after a change) imports the
-    modules and writes the cache. Cached cards hold data fields only (a ``demo`` recipe's code is not data).
+    path, size and mtime of every method and metric module and by the plugins' entry points: any change to
+    one of those files gives a new key. No snapshot is committed; the first call (or the first after a
+    change) imports the modules and writes the cache. Cached cards hold data fields only (a ``demo``
+    recipe's code is not data).
     """
+    cards = dict(_cached_cards()[0])
+    cards.update({name: spec.card() for name, spec in _METHODS.items()})
+    return cards
+
+
+def metric_files() -> dict[str, tuple[WeightFile, ...]]:
+    """``{metric: the weight files it needs}`` for every registered metric, from the same card cache as
+    :func:`method_cards` (so listing the metrics' files does not import torch)."""
+    files = dict(_cached_cards()[1])
+    files.update({name: cls.weights for name, cls in _METRICS.items()})
+    return files
+
+
+def _cached_cards() -> tuple[dict[str, MethodCard], dict[str, tuple[WeightFile, ...]]]:
     try:
         key = _cards_key()
     except (OSError, ImportError, ValueError):
         key = None
-    cards: dict[str, MethodCard] = {}
     path = home() / "cache" / f"method_cards-{key}.json" if key else None
     if path is not None and path.is_file():
         try:
-            cards = {n: _card_from_json(d) for n, d in json.loads(path.read_text())["methods"].items()}
+            data = json.loads(path.read_text())
+            cards = {n: _card_from_json(d) for n, d in data["methods"].items()}
+            metrics = {n: tuple(_file_from_json(f) for f in fs) for n, fs in data["metric_files"].items()}
+            return cards, metrics
         except (OSError, ValueError, KeyError, TypeError):
-            cards = {}
-    if not cards:
-        cards = {name: spec.card() for name, spec in method_specs().items()}
-        if path is not None:
-            atomic_write_json(path, {"methods": {n: _card_to_json(c) for n, c in sorted(cards.items())}})
-    cards.update({name: spec.card() for name, spec in _METHODS.items()})
-    return cards
+            pass
+    cards = {name: spec.card() for name, spec in method_specs().items()}
+    metrics = {name: cls.weights for name, cls in metric_specs().items()}
+    if path is not None:
+        atomic_write_json(path, {
+            "methods": {n: _card_to_json(c) for n, c in sorted(cards.items())},
+            "metric_files": {n: [asdict(f) for f in fs] for n, fs in sorted(metrics.items())},
+        })
+    return cards, metrics
 
 
 def _cards_key() -> str:
     h = hashlib.sha256()
     origins = [importlib.util.find_spec(m).origin for m in builtin_method_modules()]
+    for pkg in _METRIC_MODULES:
+        found = importlib.util.find_spec(pkg)
+        for folder in found.submodule_search_locations or [] if found else []:
+            origins += sorted(str(p) for p in Path(folder).glob("*.py"))
     for ep in plugin_entry_points():
         h.update(f"{ep.name}={ep.value}@{getattr(ep.dist, 'version', '')}".encode())
         spec = importlib.util.find_spec(ep.module)
@@ -346,11 +387,13 @@ def _card_to_json(card: MethodCard) -> dict[str, Any]:
     return out
 
 
+def _file_from_json(f: dict[str, Any]) -> WeightFile:
+    return WeightFile(**{**f, "sources": tuple(Source(**x) for x in f["sources"])})
+
+
 def _card_from_json(d: dict[str, Any]) -> MethodCard:
     d = dict(d)
-    d["files"] = tuple(
-        WeightFile(**{**f, "sources": tuple(Source(**x) for x in f["sources"])}) for f in d.get("files", ())
-    )
+    d["files"] = tuple(_file_from_json(f) for f in d.get("files", ()))
     d["options"] = tuple(Option(**o) for o in d.get("options", ()))
     d["input_policy"] = InputPolicy(**d.get("input_policy", {}))
     d.pop("demo", None)

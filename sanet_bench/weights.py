@@ -16,7 +16,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import pickle
 import re
 import shutil
 import tempfile
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import DownloadError, OfflineError, SanetBenchError, WeightsError
+from .errors import SanetBenchError, WeightsError
 from .io import atomic_write_bytes, home, hub_dir, sha256_file  # noqa: F401  (hub_dir: part of this API)
 from .registry import MethodCard, WeightFile
 
@@ -40,11 +39,24 @@ def cache_dir(method: str) -> Path:
 
 META_FILE = "train_meta.json"  # written by `sanet-bench train` beside checkpoints in the official layout
 SHARED = "shared"  # cache_dir(SHARED): files declared ``shared`` (vgg_normalised.pth), one copy for all
+METRICS = "metrics"  # the owner of the metrics' own network files in `weights list/pull/import/verify`
 
 
 def cache_path(method: str, f: WeightFile) -> Path:
-    """Where ``f`` of ``method`` lives in the cache: its method's folder, or the shared one."""
+    """Where ``f`` of ``method`` lives in the cache: its method's folder, the shared one, or (``f.hub``)
+    torch hub's ``checkpoints`` folder, where torchvision and lpips load it."""
+    if f.hub:
+        return hub_dir() / "checkpoints" / f.name
     return cache_dir(SHARED if f.shared else method) / f.name
+
+
+def hub_prefix(name: str) -> str:
+    """The sha256 prefix a torch hub file name carries (``alexnet-owt-7be5be79.pth``: ``7be5be79``), or
+    ``""``; torch hub's own rule (``torch.hub.HASH_REGEX``)."""
+    import torch
+
+    m = torch.hub.HASH_REGEX.search(name)
+    return m.group(1) if m else ""
 
 
 def find_file(f: WeightFile, weights_dir: str | os.PathLike | None = None) -> Path | None:
@@ -242,15 +254,35 @@ def check_file(method: str, f: WeightFile, path: str | os.PathLike) -> None:
     The method is built with random weights and its own ``load_official`` is called with just this file, so
     the file is read safely (weights-only pickle, safetensors, ``.npz`` without pickle) and checked exactly
     as a real load checks it: keys, shapes, dtypes (:func:`load_strict`), or, for files that are not state
-    dicts, the method's own check (magenta's ONNX files: their published sha256). Used before a file is
-    imported or its sha256 recorded, and by :func:`verify`.
+    dicts, the method's own check (magenta's ONNX files: their published sha256). A metric's file
+    (``method`` is :data:`METRICS`) is loaded into its network by the check the metric registered
+    (:func:`sanet_bench.registry.register_file_check`). A name with torch hub's sha256 prefix must match it.
+    Used before a file is imported or its sha256 recorded, and by :func:`verify`.
     """
     from .method import build
-    from .registry import get_method_spec
+    from .registry import file_check, get_method_spec
 
+    fix = f"get the official file ({where_published(f)})"
+    if (prefix := hub_prefix(f.name)) and not (digest := sha256_file(path)).startswith(prefix):
+        raise WeightsError(
+            f"{path}: sha256 {digest[:12]}... does not start with {prefix}, the prefix its name {f.name} "
+            f"states; {fix}"
+        )
+    if method == METRICS:
+        check = file_check(f.name)
+        if check is None:  # no network reads it (LPIPS's heads ship with their package)
+            return
+        try:
+            check(Path(path))
+        except SanetBenchError as e:
+            raise WeightsError(f"{_first_line(e)} — refused as the metric file {f.name}; {fix}") from None
+        except Exception as e:  # e.g. a tensor of another shape copied into the network
+            raise WeightsError(
+                f"{path}: does not load as the metric file {f.name} ({_first_line(e)}); {fix}"
+            ) from None
+        return
     spec = get_method_spec(method)
     what = f"{spec.title}'s {f.name}"
-    fix = f"get the official file ({where_published(f)})"
     try:
         model = build(spec)
     except Exception as e:  # e.g. a runtime the method needs is not installed
@@ -282,10 +314,14 @@ def _first_line(e: BaseException) -> str:
 # from then on.
 
 RECORDED_NAME = "recorded_sha256.json"
-# torchvision's AlexNet_Weights.IMAGENET1K_V1.url (tests/test_weights.py checks they agree): the network
-# that LPIPS (lpips.LPIPS(net="alex")) loads through torch.hub; its name carries the sha256 prefix that
-# torch.hub checks.
-ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+
+
+@dataclass(frozen=True)
+class MetricFiles:
+    """The network files of metrics, as one owner (named :data:`METRICS`) beside the methods' cards."""
+
+    name: str
+    files: tuple[WeightFile, ...]
 
 
 @dataclass(frozen=True)
@@ -355,25 +391,50 @@ def expected_sha256(method: str, f: WeightFile, recorded: dict[str, str]) -> tup
     return (rec, "recorded") if rec else (None, "")
 
 
-def _specs(methods) -> list[MethodCard]:
-    """The cards of ``methods`` (default: all): the cache needs only names and files, not the models."""
-    from .registry import get_method_card, method_cards
+def _specs(names=None, metrics: bool = True) -> list[MethodCard | MetricFiles]:
+    """The owners of files: the cards of the named methods, and one :class:`MetricFiles` holding the files
+    of the named metrics (``"metrics"``: every metric's). No names: every method, and (``metrics``) the
+    metrics' files that no method declares. The cache needs only names and files, not the models."""
+    from .errors import UnknownNameError
+    from .registry import get_method_card, method_cards, metric_files
 
-    if methods:
-        return [get_method_card(m) for m in methods]
-    return [s for _, s in sorted(method_cards().items())]
+    by_metric = metric_files() if metrics or names else {}
+    if not names:
+        cards = [s for _, s in sorted(method_cards().items())]
+        declared = {f.name for c in cards for f in c.files}
+        own = [f for fs in by_metric.values() for f in fs if f.name not in declared]
+        return cards + ([MetricFiles(METRICS, _unique(own))] if own else [])
+    cards, own = [], []
+    for n in names:
+        if n == METRICS or n in by_metric:
+            own += [f for m, fs in by_metric.items() if n in (METRICS, m) for f in fs]
+            continue
+        try:
+            cards.append(get_method_card(n))
+        except UnknownNameError:
+            raise UnknownNameError(
+                f"unknown method or metric {n!r}; methods: {', '.join(sorted(method_cards()))}; metrics: "
+                f"{', '.join(sorted(by_metric))} (or {METRICS!r} for all of theirs)"
+            ) from None
+    return cards + ([MetricFiles(METRICS, _unique(own))] if own else [])
+
+
+def _unique(files: list[WeightFile]) -> tuple[WeightFile, ...]:
+    return tuple({f.name: f for f in files}.values())
 
 
 def cache_paths(methods=None) -> list[Path]:
     """The cache folder of each method (default: every registered method); ``"shared"`` names the folder
-    of the shared files (vgg_normalised.pth)."""
-    names = list(methods) if methods else [s.name for s in _specs(None)]
-    return [cache_dir(SHARED) if m == SHARED else cache_dir(_specs([m])[0].name) for m in names]
+    of the shared files (vgg_normalised.pth, the metrics' networks but LPIPS's AlexNet, which torch hub
+    keeps)."""
+    names = list(methods) if methods else [s.name for s in _specs(None, metrics=False)]
+    return [cache_dir(SHARED) if m in (SHARED, METRICS) else cache_dir(_specs([m])[0].name) for m in names]
 
 
 def file_table(methods=None, weights_dir: str | os.PathLike | None = None) -> list[FileState]:
-    """Every official file of ``methods`` (default: all), with its presence in the cache / ``weights_dir``.
-    A shared file has a row under each method that lists it, all with the one path in the shared folder."""
+    """Every official file of ``methods`` (method or metric names; default: all methods and the metrics),
+    with its presence in the cache / ``weights_dir``. A shared file has a row under each owner that lists it,
+    all with the one path in the shared folder."""
     rec = recorded_sha256()
     wd = Path(weights_dir).expanduser() if weights_dir is not None else None
     rows = []
@@ -387,9 +448,11 @@ def file_table(methods=None, weights_dir: str | os.PathLike | None = None) -> li
 
 
 def pull(
-    methods=None, *, offline=None, mirror=None, progress: bool = True, lpips: bool = True, retries: int = 3
+    methods=None, *, offline=None, mirror=None, progress: bool = True, metrics: bool = True, retries: int = 3
 ) -> list[Outcome]:
-    """Fetch each method's official files into the cache with :func:`sanet_bench.download.fetch`.
+    """Fetch the official files of ``methods`` (method or metric names, ``"metrics"`` for every metric's;
+    default: every method and, with ``metrics``, the metrics' networks) into the cache with
+    :func:`sanet_bench.download.fetch`.
 
     Sources are tried in order (with ``mirror`` only the mirror, serving files, or archives, by name); a
     file that another method already cached under the same name is copied instead when its sha256 is known.
@@ -398,12 +461,12 @@ def pull(
     and only their members are extracted (:func:`extract_member`). Files whose only sources are ``manual``
     are never downloaded: their row gives the manual step and what to run after. A file without a published
     sha256 is checked (:func:`check_file`) before its sha256 is recorded. Optional files (alternative
-    formats) are skipped. ``lpips`` also prefetches LPIPS's AlexNet (:func:`pull_alexnet`). ``retries``: see
+    formats) are skipped. A file whose name carries torch hub's sha256 prefix must match it. ``retries``: see
     ``fetch``. Failures are :class:`Outcome` rows, not raised, so one dead link stops nothing else.
     """
     rec = recorded_sha256()
     jobs: dict[Path, tuple[MethodCard, WeightFile]] = {}
-    for s in _specs(methods):
+    for s in _specs(methods, metrics):
         for f in s.files:
             if not f.optional:
                 jobs.setdefault(cache_path(s.name, f), (s, f))
@@ -417,10 +480,7 @@ def pull(
             done[dest] = _pull_one(s, f, rec, **opts)
     for members in archives.values():
         done.update(_pull_archive(members, rec, **opts))
-    out = [done[d] for d in jobs]
-    if lpips:
-        out.append(pull_alexnet(offline=offline, mirror=mirror, progress=progress))
-    return out
+    return [done[d] for d in jobs]
 
 
 def _sources(f: WeightFile) -> list:
@@ -605,65 +665,6 @@ def extract_member(archive: Path, member: str, dest: Path, sha256: str | None = 
     return dest
 
 
-def alexnet_path() -> Path:
-    """Where torch.hub (hence torchvision and LPIPS) keeps the AlexNet weights; honours ``TORCH_HOME``."""
-    return hub_dir() / "checkpoints" / os.path.basename(ALEXNET_URL)
-
-
-def _hub_prefix(url: str) -> str:
-    import torch
-
-    m = torch.hub.HASH_REGEX.search(os.path.basename(url))
-    return m.group(1) if m else ""
-
-
-def pull_alexnet(*, offline=None, mirror=None, progress: bool = True) -> Outcome:
-    """Prefetch the AlexNet weights LPIPS needs into torch.hub's cache, through torch.hub itself.
-
-    Without a mirror, ``torch.hub.load_state_dict_from_url(check_hash=True)`` downloads it (and checks the
-    sha256 prefix in its name), exactly as torchvision would. With a mirror the file is fetched from it and
-    checked against the same prefix before it is moved into place.
-    """
-    from .download import env_offline, fetch
-
-    path = alexnet_path()
-    if path.is_file():
-        return Outcome("lpips", path.name, True, f"ok {path}")
-    offline = env_offline() if offline is None else offline
-    prefix = _hub_prefix(ALEXNET_URL)
-    try:
-        if mirror:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=path.parent, prefix=".sanet_bench.") as tmp:
-                got = fetch(ALEXNET_URL, Path(tmp) / path.name, None, mirror=mirror, offline=offline,
-                            progress=progress)
-                if not sha256_file(got).startswith(prefix):
-                    raise DownloadError(
-                        f"{path.name} from mirror {mirror}: sha256 does not start with {prefix}; not kept — "
-                        f"replace the mirror's copy with {ALEXNET_URL}"
-                    )
-                os.replace(got, path)
-        elif offline:
-            raise OfflineError(
-                f"{path}: missing and downloads are off (--offline / SANET_BENCH_OFFLINE=1); get "
-                f"{ALEXNET_URL} into {path.parent}, or pass --mirror DIR holding {path.name}"
-            )
-        else:
-            import torch
-
-            torch.hub.load_state_dict_from_url(
-                ALEXNET_URL, progress=progress, check_hash=True, map_location="cpu", weights_only=True
-            )
-    except SanetBenchError as e:
-        return Outcome("lpips", path.name, False, str(e))
-    except (OSError, RuntimeError, pickle.UnpicklingError) as e:  # URLError/HTTPError, hash mismatch, bad
-        msg = " ".join(str(e).split())[:200]
-        return Outcome(
-            "lpips", path.name, False, f"{ALEXNET_URL}: download failed ({msg}); retry, or --mirror"
-        )
-    return Outcome("lpips", path.name, True, f"ok {path}")
-
-
 def import_dir(folder: str | os.PathLike, methods=None) -> list[Outcome]:
     """Copy official files found (recursively, by name) in ``folder`` into the cache (:func:`cache_path`).
 
@@ -761,10 +762,4 @@ def verify(methods=None) -> list[Outcome]:
         else:
             detail = f"ok {row.path} (sha256 {row.sha_origin}, structure checked)"
         out.append(Outcome(label, name, True, detail))
-    a = alexnet_path()
-    if not methods and a.is_file():
-        prefix = _hub_prefix(ALEXNET_URL)
-        ok = sha256_file(a).startswith(prefix)
-        detail = f"ok {a}" if ok else f"{a}: sha256 does not start with {prefix}; delete it and pull again"
-        out.append(Outcome("lpips", a.name, ok, detail))
     return out

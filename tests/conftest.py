@@ -108,8 +108,8 @@ def metric_weights(metric_weight_files, monkeypatch) -> Path:
     """:func:`metric_weight_files` in use: ``TORCH_HOME`` points at its hub cache, and the sha256-prefix check
     of hub-named files is off (a random file cannot carry the published prefix;
     ``test_random_file_is_not_the_published_one`` checks the refusal). Pass ``ROOT/w`` as the weights dir."""
-    from sanet_bench.metrics import networks
+    from sanet_bench import weights
 
     monkeypatch.setenv("TORCH_HOME", str(metric_weight_files / "torch"))
-    monkeypatch.setattr(networks, "hub_prefix", lambda f: "")
+    monkeypatch.setattr(weights, "hub_prefix", lambda name: "")
     return metric_weight_files

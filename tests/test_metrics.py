@@ -12,6 +12,7 @@ from sanet_bench.errors import WeightsError
 from sanet_bench.metrics import ExtractorCache, build, evaluate, needs_of, quantise
 from sanet_bench.metrics.extractors import (
     ALEXNET,
+    ALEXNET_FILE,
     VGG,
     LPIPSNet,
     VGGFeatures,
@@ -25,7 +26,7 @@ from sanet_bench.nn.stats import mean_variance_norm
 from sanet_bench.nn.vgg import OFFLINE_VGG_ID, VGGEncoder, vgg_normalised
 from sanet_bench.registry import metric_specs
 from sanet_bench.sanet import sanet_losses
-from sanet_bench.weights import alexnet_path
+from sanet_bench.weights import METRICS, cache_path
 
 ALL = ["content_loss", "content_loss_raw", "lpips", "ssim", "style_loss", "style_loss_gram"]
 
@@ -211,7 +212,8 @@ def test_lpips_missing_without_alexnet_weights(monkeypatch, tmp_path):
     values, missing = evaluate_names(_img(1), _img(1), _img(2), nets, ["lpips", "ssim"])
     assert values["lpips"] is None and values["ssim"] > 0.99  # SSIM still runs (8-bit output vs float)
     where = tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
-    assert missing == {"lpips": f"AlexNet ImageNet weights not in {where}; run `sanet-bench weights pull`"}
+    fix = "run `sanet-bench weights pull lpips`"
+    assert missing == {"lpips": f"AlexNet ImageNet weights not in {where}; {fix}"}
 
 
 def test_lpips_built_from_hub_cache_file(monkeypatch, tmp_path):
@@ -219,8 +221,9 @@ def test_lpips_built_from_hub_cache_file(monkeypatch, tmp_path):
     ref = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False).eval()
     backbone = {f"features.{k.split('.', 1)[1]}": v for k, v in ref.net.state_dict().items()}
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    alexnet_path().parent.mkdir(parents=True)
-    torch.save(backbone, alexnet_path())  # the features part of torchvision's layout suffices
+    path = cache_path(METRICS, ALEXNET_FILE)
+    path.parent.mkdir(parents=True)
+    torch.save(backbone, path)  # the features part of torchvision's layout suffices
     nets = Nets(cache=ExtractorCache())
     assert ALEXNET not in LPIPS(extractors=nets.cache).missing_components()
     x, y = _img(1), _img(2)

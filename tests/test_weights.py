@@ -1,4 +1,4 @@
-"""Weights cache management: list, pull (loopback server), import, verify, path; LPIPS's AlexNet prefetch."""
+"""Weights cache management: list, pull (loopback server), import, verify, path; the metrics' networks."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import PARITY
+from conftest import LPIPS_ALEXNET, PARITY
 from http_server import file
 from parity_weights import write_official
 
@@ -26,13 +26,13 @@ import cli
 from sanet_bench import registry, weights
 from sanet_bench.api import load_method
 from sanet_bench.method import Method
+from sanet_bench.metrics.extractors import ALEXNET_FILE
 from sanet_bench.registry import MethodSpec, Source, WeightFile
 from sanet_bench.weights import (
     cache_dir,
     import_dir,
     load_file_into,
     pull,
-    pull_alexnet,
     recorded_sha256,
     verify,
 )
@@ -88,23 +88,23 @@ def fake_methods(monkeypatch, srv):
 
 def test_pull_tries_sources_records_unpublished_sha_and_reuses_siblings(fake_methods):
     srv = fake_methods
-    rows = pull(["dl-one"], progress=False, lpips=False)
+    rows = pull(["dl-one"], progress=False, metrics=False)
     assert [(r.name, r.ok) for r in rows] == [("shared.bin", True), ("own.bin", True)]
     assert srv.hits["/dead/shared.bin"] == 1  # the first source is a 404; the second one served it
     assert (cache_dir("dl-one") / "shared.bin").read_bytes() == A
     assert recorded_sha256() == {"dl-one/own.bin": sha(B)}
     # dl-two lists the same file: copied from dl-one's cache, verified, no request
-    assert all(r.ok for r in pull(["dl-two"], progress=False, lpips=False))
+    assert all(r.ok for r in pull(["dl-two"], progress=False, metrics=False))
     assert (cache_dir("dl-two") / "shared.bin").read_bytes() == A and srv.hits["/rel/shared.bin"] == 1
     # the recorded sha is enforced from now on
     (cache_dir("dl-one") / "own.bin").write_bytes(b"changed")
     srv.route("/rel/own.bin", file(b"changed upstream"))
-    [row] = [r for r in pull(["dl-one"], progress=False, lpips=False) if r.name == "own.bin"]
+    [row] = [r for r in pull(["dl-one"], progress=False, metrics=False) if r.name == "own.bin"]
     assert not row.ok and "checksum mismatch" in row.detail and sha(B) in row.detail
 
 
 def test_pull_offline_says_what_is_missing(fake_methods):
-    res = invoke("pull", "dl-one", "--offline", "--no-lpips")
+    res = invoke("pull", "dl-one", "--offline", "--no-metrics")
     assert res.exit_code == 2
     assert "FAIL dl-one" in res.output and "shared.bin" in res.output and "downloads are off" in res.output
     assert "error: 2 file(s) missing" in res.output
@@ -114,59 +114,76 @@ def test_pull_offline_says_what_is_missing(fake_methods):
 def test_pull_from_mirror_folder(fake_methods, tmp_path):
     (tmp_path / "shared.bin").write_bytes(A)
     (tmp_path / "own.bin").write_bytes(B)
-    res = invoke("pull", "dl-one", "--no-lpips", "--mirror", str(tmp_path), "--offline")
+    res = invoke("pull", "dl-one", "--no-metrics", "--mirror", str(tmp_path), "--offline")
     assert res.exit_code == 0, res.output
     assert (cache_dir("dl-one") / "own.bin").read_bytes() == B and sum(fake_methods.hits.values()) == 0
 
 
-def _tiny_hub_file() -> tuple[bytes, str]:
-    buf = io.BytesIO()
-    torch.save({"features.0.weight": torch.ones(2, 3)}, buf)
-    data = buf.getvalue()
-    return data, f"alexnet-tiny-{sha(data)[:8]}.pth"
+METRIC_NETS = ("pt_inception-2015-12-05-6726825d.pth", "art_inception.pth", "vgg19-dcbb9e9d.pth")
 
 
-def test_pull_alexnet_through_torch_hub(srv, tmp_path, monkeypatch):
+def test_metric_files_pull_into_the_shared_and_hub_caches(metric_weights, srv, tmp_path, monkeypatch):
+    """The metrics' networks come with `weights pull`: served over HTTP by name (``--mirror URL``), checked by
+    loading into their networks, their first-use sha256 recorded; AlexNet lands in torch hub's cache."""
+    root = metric_weights
+    for name in (*METRIC_NETS, LPIPS_ALEXNET):
+        src = root / "w" / name if name != LPIPS_ALEXNET else root / "torch" / "hub" / "checkpoints" / name
+        srv.route(f"/m/{name}", file(src.read_bytes()))
+    hub = tmp_path / "hub"
+    monkeypatch.setenv("TORCH_HOME", str(hub))  # an empty torch hub cache
+    res = invoke("pull", "fid", "artfid", "cfsd", "lpips", "--mirror", srv.url("/m"))
+    assert res.exit_code == 0, res.output
+    for name in METRIC_NETS:
+        assert (cache_dir("shared") / name).read_bytes() == (root / "w" / name).read_bytes()
+        assert recorded_sha256()[f"shared/{name}"] == sha((root / "w" / name).read_bytes())
+    assert (hub / "hub" / "checkpoints" / LPIPS_ALEXNET).is_file()
+    assert f"metrics/{LPIPS_ALEXNET}" in recorded_sha256()
+    assert "installed with its package" in res.output  # LPIPS's heads ship with lpips
+    rows = [r for r in verify() if r.name in (*METRIC_NETS, LPIPS_ALEXNET)]
+    assert len(rows) == 4 and all(r.ok for r in rows), rows
+    # the metrics now find them without a weights dir
+    from sanet_bench.metrics import build
+
+    assert all(m.missing() is None for m in build(["fid", "artfid", "cfsd", "lpips"]))
+
+
+def test_metric_file_in_another_layout_is_refused_and_nothing_recorded(metric_weights, tmp_path):
+    folder = tmp_path / "dl"
+    folder.mkdir()
+    shutil.copy(metric_weights / "w" / "vgg19-dcbb9e9d.pth", folder / "art_inception.pth")
+    [row] = import_dir(folder, ["artfid"])
+    assert not row.ok and "refused as the metric file art_inception.pth" in row.detail, row.detail
+    assert "no fc1/fc2 heads" in row.detail  # the network's own check said why
+    assert not (cache_dir("shared") / "art_inception.pth").exists() and recorded_sha256() == {}
+
+
+def test_hub_named_file_must_carry_its_sha256_prefix(metric_weight_files, tmp_path, monkeypatch):
+    """A random file under torch hub's name ``alexnet-owt-7be5be79.pth`` cannot have that sha256 prefix:
+    `weights import` and `weights pull` refuse it, and nothing reaches torch hub's cache."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    data, name = _tiny_hub_file()
-    monkeypatch.setattr(weights, "ALEXNET_URL", srv.route(f"/models/{name}", file(data)))
-    row = pull_alexnet(progress=False)
-    assert row.ok, row.detail
-    path = tmp_path / "torch" / "hub" / "checkpoints" / name
-    assert path.read_bytes() == data and weights.alexnet_path() == path
-    assert pull_alexnet(progress=False).ok and srv.hits[f"/models/{name}"] == 1
-    assert [r.ok for r in verify() if r.method == "lpips"] == [True]
+    folder = metric_weight_files / "torch" / "hub" / "checkpoints"
+    [row] = import_dir(folder, ["lpips"])
+    assert not row.ok and "does not start with 7be5be79" in row.detail, row.detail
+    [row] = [r for r in pull(["lpips"], mirror=str(folder), progress=False) if r.name == LPIPS_ALEXNET]
+    assert not row.ok and "does not start with 7be5be79" in row.detail
+    assert not (tmp_path / "torch" / "hub" / "checkpoints" / LPIPS_ALEXNET).exists()
+    assert recorded_sha256() == {}
 
 
-def test_pull_alexnet_rejects_wrong_hash_prefix(srv, tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    data, _ = _tiny_hub_file()
-    monkeypatch.setattr(weights, "ALEXNET_URL", srv.route("/models/alexnet-00000000.pth", file(data)))
-    row = pull_alexnet(progress=False)
-    assert not row.ok and "hash" in row.detail.lower()
-    assert not weights.alexnet_path().exists()
-
-
-def test_pull_alexnet_offline_and_mirror(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    data, name = _tiny_hub_file()
-    monkeypatch.setattr(weights, "ALEXNET_URL", f"http://127.0.0.1:9/models/{name}")
-    row = pull_alexnet(progress=False)  # conftest: offline
-    assert not row.ok and "downloads are off" in row.detail
-    (tmp_path / "m").mkdir()
-    (tmp_path / "m" / name).write_bytes(data + b"x")  # wrong prefix: refused, nothing kept
-    assert not pull_alexnet(mirror=str(tmp_path / "m"), progress=False).ok
-    assert not weights.alexnet_path().exists()
-    (tmp_path / "m" / name).write_bytes(data)
-    assert pull_alexnet(mirror=str(tmp_path / "m"), progress=False).ok
-    assert weights.alexnet_path().read_bytes() == data
-    assert [p.name for p in weights.alexnet_path().parent.iterdir()] == [name]  # no temp folder left
-
-
-def test_alexnet_url_is_torchvisions():
-    from torchvision.models import AlexNet_Weights
-
-    assert weights.ALEXNET_URL == AlexNet_Weights.IMAGENET1K_V1.url
+def test_pull_without_names_includes_the_metrics_and_no_metrics_skips_them(fake_methods, monkeypatch):
+    monkeypatch.setattr(registry, "_METHODS", {k: v for k, v in registry._METHODS.items() if k == "dl-two"})
+    monkeypatch.setattr(registry, "method_cards", lambda: {"dl-two": registry._METHODS["dl-two"]})
+    res = invoke("pull", "--offline")
+    assert res.exit_code == 2 and "shared.bin" in res.output
+    for name in (*METRIC_NETS, LPIPS_ALEXNET):
+        assert name in res.output
+    res = invoke("pull", "--offline", "--no-metrics")
+    assert "shared.bin" in res.output and not any(n in res.output for n in METRIC_NETS)
+    res = invoke("pull", "fid", "--offline")
+    assert METRIC_NETS[0] in res.output and METRIC_NETS[1] not in res.output
+    res = invoke("pull", "nonesuch")
+    assert res.exit_code != 0 and "unknown method or metric 'nonesuch'" in res.output
+    assert "artfid" in res.output
 
 
 def test_import_parity_files_then_load_official_from_cache(tmp_path):
@@ -293,7 +310,7 @@ def test_hub_dir_without_torch_is_torchs(monkeypatch, tmp_path, env):
     expected = Path(torch.hub.get_dir())
     monkeypatch.delitem(sys.modules, "torch")  # as in a process that has not imported torch
     assert weights.hub_dir() == expected and weights.home() == expected / "sanet_bench"
-    assert weights.alexnet_path() == expected / "checkpoints" / Path(weights.ALEXNET_URL).name
+    assert weights.cache_path("metrics", ALEXNET_FILE) == expected / "checkpoints" / ALEXNET_FILE.name
 
 
 def test_hub_dir_follows_torch_hub_set_dir_once_torch_is_imported(monkeypatch, tmp_path):
@@ -387,7 +404,7 @@ def test_shared_file_in_a_legacy_folder_resolves_and_pull_moves_it_to_the_shared
     legacy.write_bytes((tmp_path / "vgg_normalised.pth").read_bytes())
     gatys = registry.get_method_card("gatys")
     assert weights.resolve_official(gatys) == {"vgg_normalised.pth": legacy}
-    rows = pull(["gatys", "adain"], progress=False, lpips=False)  # conftest: offline
+    rows = pull(["gatys", "adain"], progress=False, metrics=False)  # conftest: offline
     [vgg] = [r for r in rows if r.name == "vgg_normalised.pth"]  # once for both methods
     assert vgg.ok and vgg.method == "shared", vgg.detail
     shared = cache_dir("shared") / "vgg_normalised.pth"
@@ -438,7 +455,7 @@ def test_archive_is_fetched_once_and_only_its_members_are_extracted(srv, monkeyp
     data = zip_bytes({"models/a.pth": GOOD, "models/b.pth": GOOD, "models/big_unused.bin": b"x" * 1000})
     srv.route("/dl/models.zip", file(data))
     register_pair(monkeypatch, srv, archive_sha=sha(data), sha_b=sha(GOOD))
-    rows = pull(["zip-one", "zip-two"], progress=False, lpips=False)
+    rows = pull(["zip-one", "zip-two"], progress=False, metrics=False)
     assert [(r.method, r.name, r.ok) for r in rows] == [
         ("zip-one", "a.pth", True), ("zip-one", "b.pth", True), ("zip-two", "a.pth", True),
         ("zip-two", "b.pth", True)
@@ -448,7 +465,7 @@ def test_archive_is_fetched_once_and_only_its_members_are_extracted(srv, monkeyp
         assert sorted(p.name for p in cache_dir(m).iterdir()) == ["a.pth", "b.pth"]
     assert recorded_sha256() == {"zip-one/a.pth": sha(GOOD), "zip-two/a.pth": sha(GOOD)}  # b: published
     assert not [p for p in (weights.home() / "weights").iterdir() if p.name.startswith(".")]
-    assert all(r.ok for r in pull(["zip-one"], progress=False, lpips=False))  # present: no new request
+    assert all(r.ok for r in pull(["zip-one"], progress=False, metrics=False))  # present: no new request
     assert srv.hits["/dl/models.zip"] == 1
     assert load_method("zip-one", weights="official").a.weight.equal(torch.eye(2))
 
@@ -468,7 +485,7 @@ def test_bad_archives_are_refused_and_nothing_is_kept(srv, monkeypatch, tmp_path
     srv.route("/dl/models.zip", file(data))
     register_pair(monkeypatch, srv, archive_sha=sha(b"other") if case == "archive sha" else None,
                   sha_b=sha(b"other") if case == "member sha" else None, names=("zip-one",))
-    res = invoke("pull", "zip-one", "--no-lpips")
+    res = invoke("pull", "zip-one", "--no-metrics")
     assert res.exit_code == 2
     fails = re.findall(r"FAIL zip-one +(\S+) +(.*)", res.output)  # (the progress bar shares the output)
     message, failed, kept = {  # the one-line reason, the files that fail, the files kept
@@ -495,7 +512,7 @@ def test_manual_sources_are_never_downloaded_and_the_step_is_printed(srv, monkey
     spec = MethodSpec(name="man", title="man", citation="t", reference="t", factory=Tiny, files=(f,),
                       weights_kinds=("official", "random", "auto"))
     monkeypatch.setitem(registry._METHODS, "man", spec)
-    res = invoke("pull", "man", "--no-lpips")
+    res = invoke("pull", "man", "--no-metrics")
     assert res.exit_code == 2
     [line] = [ln for ln in res.output.splitlines() if ln.startswith("FAIL")]
     assert url in line and "unpack m.pth from the zip" in line and "sanet-bench weights import DIR" in line

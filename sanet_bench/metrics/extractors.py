@@ -35,12 +35,12 @@ from torch import Tensor, nn
 from ..errors import SanetBenchError, WeightsError
 from ..nn import vgg as vgg_mod
 from ..nn.vgg import VGG_NORMALISED, VGGEncoder
-from ..registry import Source, WeightFile
+from ..registry import Source, WeightFile, register_file_check
 from ..weights import (
-    ALEXNET_URL,
+    METRICS,
     SHARED,
-    alexnet_path,
     cache_dir,
+    cache_path,
     home,
     load_strict,
     read_state_dict,
@@ -50,11 +50,16 @@ from ..weights import (
 VGG = "vgg19-normalised"
 ALEXNET = "alexnet-imagenet"
 VGG_FILE = VGG_NORMALISED.name
+# torchvision's AlexNet_Weights.IMAGENET1K_V1.url (tests/metrics/test_contract.py checks they agree): the
+# network that LPIPS (lpips.LPIPS(net="alex")) loads through torch hub, kept in torch hub's cache; its name
+# carries the sha256 prefix that torch hub checks (and `weights pull/import` too).
+ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 ALEXNET_FILE = WeightFile(
     os.path.basename(ALEXNET_URL),
     (Source(ALEXNET_URL),),
     layout="torchvision AlexNet state dict; LPIPS uses features.{0,3,6,8,10}.{weight,bias}",
     license="torchvision (BSD-3-Clause); ImageNet-trained",
+    hub=True,
 )
 LPIPS_HEADS = WeightFile(
     "alex.pth",
@@ -247,10 +252,18 @@ def build_lpips(backbone: Mapping[str, Tensor]) -> nn.Module:
 
 
 def resolve_alexnet() -> tuple[Path, str]:
-    path = alexnet_path()
+    path = cache_path(METRICS, ALEXNET_FILE)
     if not path.is_file():
-        raise MetricMissing(f"AlexNet ImageNet weights not in {path}; run `sanet-bench weights pull`")
+        raise MetricMissing(f"AlexNet ImageNet weights not in {path}; run `sanet-bench weights pull lpips`")
     return path, f"lpips v0.1 alex, {ALEXNET_FILE.name} sha256={_sha256(path)}"
+
+
+def _check_alexnet(path: Path) -> None:
+    build_lpips(read_state_dict(path, "torchvision's ImageNet AlexNet (alexnet-owt-7be5be79.pth)"))
+
+
+register_file_check(ALEXNET_FILE.name, _check_alexnet)
+register_file_check(VGG_FILE, _load_vgg)
 
 
 def load_lpips() -> tuple[nn.Module | None, str | None]:

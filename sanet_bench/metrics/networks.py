@@ -31,8 +31,9 @@ from torch import Tensor, nn
 from torchvision.models import inception as tv_inception
 from torchvision.models import vgg19
 
+from .. import weights
 from ..errors import WeightsError
-from ..registry import Source, WeightFile
+from ..registry import Source, WeightFile, register_file_check
 from ..weights import SHARED, cache_dir, find_file, hub_dir, load_strict, read_state_dict
 from .extractors import Extractor, MetricMissing, _sha256, register_component
 
@@ -90,17 +91,11 @@ TRUNK = (
 
 
 # ------------------------------------------------------------------------------------------------ files
-def hub_prefix(f: WeightFile) -> str:
-    """The sha256 prefix torch hub names carry (``...-6726825d.pth``), or ``""``."""
-    m = torch.hub.HASH_REGEX.search(f.name)
-    return m.group(1) if m else ""
-
-
 def locate(f: WeightFile, weights_dir: str | os.PathLike | None = None) -> Path | None:
     """``f`` by its official name: :func:`~sanet_bench.weights.find_file`'s places, then (for hub-named
     files, unless a weights dir is given) torch hub's ``checkpoints`` folder."""
     path = find_file(f, weights_dir)
-    if path is None and weights_dir is None and hub_prefix(f):
+    if path is None and weights_dir is None and weights.hub_prefix(f.name):
         hub = hub_dir() / "checkpoints" / f.name
         path = hub if hub.is_file() else None
     return path
@@ -113,11 +108,11 @@ def resolve(f: WeightFile, weights_dir: str | os.PathLike | None = None) -> tupl
     if path is None:
         where = Path(weights_dir).expanduser() if weights_dir is not None else cache_dir(SHARED)
         raise MetricMissing(
-            f"{f.name} not found in {where}; run `sanet-bench weights pull` or download {f.sources[0].url} "
-            f"into {where}"
+            f"{f.name} not found in {where}; run `sanet-bench weights pull metrics` or download "
+            f"{f.sources[0].url} into {where}"
         )
     digest = _sha256(path)
-    prefix = hub_prefix(f)
+    prefix = weights.hub_prefix(f.name)
     if prefix and not digest.startswith(prefix):
         raise WeightsError(
             f"{path}: sha256 {digest[:12]}... does not start with {prefix}, the published {f.name}; "
@@ -288,3 +283,6 @@ register_component(
 register_component(
     VGG19, lambda d: resolve(VGG19_FILE, d), lambda p, i, dev: VGG19Relu31(load_vgg19(p), i, dev)
 )
+for _file, _load in ((FID_INCEPTION, load_fid_inception), (ART_INCEPTION, load_art_inception),
+                     (VGG19_FILE, load_vgg19)):
+    register_file_check(_file.name, _load)

@@ -13,11 +13,10 @@ from sanet_bench.config import RunConfig
 from sanet_bench.images import load_image
 from sanet_bench.metrics import ExtractorCache, MetricMissing, SetMetric, build
 from sanet_bench.metrics.base import PER_IMAGE_COMPARES, SET_COMPARES, Metric
-from sanet_bench.metrics.extractors import ALEXNET, ALEXNET_FILE, COMPONENTS, VGG
+from sanet_bench.metrics.extractors import ALEXNET, ALEXNET_FILE, ALEXNET_URL, COMPONENTS, VGG
 from sanet_bench.metrics.ssim import luminance
 from sanet_bench.nn.vgg import VGG_NORMALISED
 from sanet_bench.registry import WeightFile, metric_specs, register_metric, unregister_metric
-from sanet_bench.weights import ALEXNET_URL
 
 
 def _img(seed: int, h: int = 32, w: int = 32) -> torch.Tensor:
@@ -40,6 +39,12 @@ def test_every_registered_metric_declares_its_contract():
     for name in ("content_loss", "content_loss_raw", "style_loss", "style_loss_gram"):
         assert specs[name].weights == (VGG_NORMALISED,)
     assert specs["lpips"].weights[0] == ALEXNET_FILE and ALEXNET_FILE.sources[0].url == ALEXNET_URL
+
+
+def test_alexnet_url_is_torchvisions():
+    from torchvision.models import AlexNet_Weights
+
+    assert ALEXNET_URL == AlexNet_Weights.IMAGENET1K_V1.url
 
 
 def test_update_returns_the_value_compute_is_the_mean_and_reset_clears():

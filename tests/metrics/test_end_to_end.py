@@ -29,7 +29,7 @@ def _run(tmp_path: Path, weights_dir: Path) -> tuple[Path, str]:
     return tmp_path / "run", md
 
 
-@pytest.mark.slow  # Inception-v3 on CPU and two 2048-d matrix square roots per set: minutes
+@pytest.mark.slow  # Inception-v3 on CPU
 def test_run_with_the_metric_weights_gives_a_set_row_per_method_and_size(tmp_path, metric_weights):
     run, md = _run(tmp_path, metric_weights / "w")
     cells, sets = results.load(run), results.load_sets(run)
@@ -41,9 +41,11 @@ def test_run_with_the_metric_weights_gives_a_set_row_per_method_and_size(tmp_pat
     assert (sets["artfid"] > 1).all()  # (1 + content distance) * (1 + FID)
     section = md[md.index("## Set-level metrics"):]
     assert "set-level metrics at 80 px" in section
+    assert (sets["fid_lo"] < sets["fid"]).all() and (sets["fid"] < sets["fid_hi"]).all()  # jackknife
+    assert sets["artfid_lo"].notna().all() and sets["no_interval"].isna().all()
     for _, r in sets.iterrows():
-        row = f"| {r['method']} [RANDOM WEIGHTS] | 1 | 3 | {r['artfid']:.4g} | {r['fid']:.4g} |  |"
-        assert row in section
+        artfid, fid = (f"{r[m]:.4g} [{r[m + '_lo']:.4g}, {r[m + '_hi']:.4g}]" for m in ("artfid", "fid"))
+        assert f"| {r['method']} [RANDOM WEIGHTS] | 1 | 3 | {artfid} | {fid} |  |" in section
     assert re.search(r"\| adain \[RANDOM WEIGHTS\] α=1 \| random \| 3/3 \| [\d.e+]+ \[", md)  # cfsd interval
 
 
@@ -56,7 +58,7 @@ def test_run_without_the_metric_weights_completes_and_names_the_fix(tmp_path, mo
     assert (cells["status"] == "ok").all() and cells["histogram_loss"].notna().all()
     assert cells["cfsd"].isna().all() and cells["missing"].str.contains("vgg19-dcbb9e9d.pth not found").all()
     assert len(sets) == 2 and (sets["status"] == "ok").all() and sets[["artfid", "fid"]].isna().all().all()
-    fix = f"not found in {empty}; run `sanet-bench weights pull`"
+    fix = f"not found in {empty}; run `sanet-bench weights pull metrics`"
     assert all(f"fid: pt_inception-2015-12-05-6726825d.pth {fix}" in m for m in sets["missing"])
     assert all("artfid: art_inception.pth " + fix in m for m in sets["missing"])
     section = md[md.index("## Set-level metrics"):]
