@@ -129,10 +129,10 @@ def identity_losses(model: Any, image: torch.Tensor) -> tuple[float, float]:
 
 
 def evaluate_model(
-    model: Any, pairs: list[tuple[Any, Any]], size: int, nets: Any, images_dir: Path
+    model: Any, pairs: list[tuple[Any, Any]], size: int, nets: Any, images_dir: Path, on_cell=None
 ) -> list[dict[str, Any]]:
     """Stylize every pair with ``model``; one row per pair with the metric values and the identity losses
-    (content term + style term, as in training)."""
+    (content term + style term, as in training). ``on_cell()`` is called after each pair (a progress bar)."""
     from .metrics import evaluate
 
     ident: dict[str, tuple[float, float]] = {}
@@ -149,22 +149,24 @@ def evaluate_model(
         save_image(out, images_dir / rel)
         rows.append({"content": content_img.name, "style": style_img.name, "image": rel, **values,
                      "l_identity1": idc[0] + ids[0], "l_identity2": idc[1] + ids[1], "missing": missing})
+        if on_cell is not None:
+            on_cell()
     return rows
 
 
 def bootstrap_ci(values: list[float], resamples: int = 2000, seed: int = 0) -> dict[str, float] | None:
-    """Mean and percentile-bootstrap 95% CI over cells, ``{"mean", "low", "high", "n"}`` (None if empty).
-
-    Local and seeded (the report is reproducible) until ``sanet_bench.results`` has a shared CI helper.
-    """
+    """Mean and seeded percentile-bootstrap 95% CI over cells
+    (:func:`sanet_bench.results.bootstrap_interval`), ``{"mean", "low", "high", "n"}``; None values are left
+    out, None if nothing is left."""
     import numpy as np
+
+    from .results import bootstrap_interval
 
     v = np.asarray([x for x in values if x is not None], dtype=float)
     if v.size == 0:
         return None
-    idx = np.random.default_rng(seed).integers(0, v.size, size=(resamples, v.size))
-    low, high = np.percentile(v[idx].mean(axis=1), [2.5, 97.5])
-    return {"mean": float(v.mean()), "low": float(low), "high": float(high), "n": int(v.size)}
+    low, high = bootstrap_interval(v, np.random.default_rng(seed), resamples)
+    return {"mean": float(v.mean()), "low": low, "high": high, "n": int(v.size)}
 
 
 def _summaries(cells: dict[str, list[dict[str, Any]]], names: list[str]) -> tuple[dict, dict]:
@@ -191,6 +193,8 @@ def _mean_step_seconds(folder: Path) -> float:
 
 def run_ablation(train_cfg: TrainConfig, cfg: AblationConfig) -> AblationResult:
     """Train every variant, evaluate each and the start on the same pairs, write the report (module doc)."""
+    from tqdm.auto import tqdm
+
     from .grids import get_grid
     from .metrics import encoder_id, missing_components
     from .report.ablation import render_ablation
@@ -222,7 +226,10 @@ def run_ablation(train_cfg: TrainConfig, cfg: AblationConfig) -> AblationResult:
     models = {START: start.model.eval()}
     models |= {v: load_method("sanet", weights="official", weights_dir=trained[v].out, device=device)
                for v in cfg.variants}
-    cells = {k: evaluate_model(m, pairs, cfg.size, nets, out / "images" / k) for k, m in models.items()}
+    with tqdm(total=len(models) * len(pairs), desc="ablation eval", unit="cell",
+              disable=not train_cfg.progress) as bar:
+        cells = {k: evaluate_model(m, pairs, cfg.size, nets, out / "images" / k, on_cell=bar.update)
+                 for k, m in models.items()}
     for role, images in (("content", grid.contents), ("style", grid.styles)):
         for img in images:
             if any(img.name in (c.name, s.name) for c, s in pairs):

@@ -142,8 +142,17 @@ def load(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 def load_sets(run_dir: str | os.PathLike) -> pd.DataFrame:
     """The set-level rows (latest per group): method, size, alpha, style_size, cells, status, one column per
-    set-level metric, missing."""
-    return to_frame([r for r in latest(read_rows(run_dir)) if r.get("kind") == "set"])
+    set-level metric, missing; ``<metric>_lo`` / ``<metric>_hi``: its confidence interval at ``CI_LEVEL``
+    (the metric's own resampling of the set; NaN where it has none, the reason in ``no_interval``)."""
+    rows = [r for r in latest(read_rows(run_dir)) if r.get("kind") == "set"]
+    df = to_frame([{k: v for k, v in r.items() if k not in ("intervals", "no_interval")} for r in rows])
+    for m in sorted({m for r in rows for m in r.get("metrics") or {}}):
+        for i, end in enumerate(("lo", "hi")):
+            df[f"{m}_{end}"] = [float((r.get("intervals") or {}).get(m, [np.nan] * 2)[i]) for r in rows]
+    df["no_interval"] = [
+        "; ".join(f"{k}: {v}" for k, v in sorted((r.get("no_interval") or {}).items())) or None for r in rows
+    ]
+    return df
 
 
 def write_csv(run_dir: str | os.PathLike) -> Path:
@@ -242,6 +251,15 @@ def write_manifest(run_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path
 CI_LEVEL, N_BOOT = 0.95, 2000
 
 
+def bootstrap_interval(values: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOT,
+                       level: float = CI_LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values``: ``n_boot`` resamples with replacement drawn
+    from ``rng`` (seed it: reports are reproducible)."""
+    means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def confidence(df: pd.DataFrame, metrics: list[str] | None = None, *, n_boot: int = N_BOOT,
                level: float = CI_LEVEL, seed: int = 0) -> pd.DataFrame:
     """Per method and metric: ``mean``, percentile bootstrap interval ``lo``..``hi`` (``level``, ``n_boot``
@@ -255,8 +273,7 @@ def confidence(df: pd.DataFrame, metrics: list[str] | None = None, *, n_boot: in
             v = g[m].dropna().to_numpy(float) if m in g else np.array([])
             if not len(v):
                 continue
-            means = v[rng.integers(0, len(v), (n_boot, len(v)))].mean(axis=1)
-            lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+            lo, hi = bootstrap_interval(v, rng, n_boot, level)
             out.append({"method": method, "metric": m, "mean": v.mean(), "lo": lo, "hi": hi, "n": len(v)})
     return pd.DataFrame(out, columns=["method", "metric", "mean", "lo", "hi", "n"])
 

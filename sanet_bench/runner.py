@@ -589,9 +589,10 @@ def set_pass(
     ``ok`` and that has no ``ok`` set row yet; append one ``"kind": "set"`` row per group; returns how many.
 
     Each metric is ``reset``, ``update``d with every cell's saved PNG (exactly the 8-bit image the per-image
-    metrics saw) and the grid's content and style images, then ``compute``d. A metric that is missing or
-    raises is recorded in the row's ``missing`` with the reason; unreadable PNGs make the row ``failed``.
-    A rerun retries failed set rows and never duplicates ok ones (the latest row of a key wins).
+    metrics saw) and the grid's content and style images, then ``compute``d; its ``interval`` at
+    ``results.CI_LEVEL`` goes in the row's ``intervals`` (or the reason in ``no_interval``). A metric that
+    is missing or raises is recorded in the row's ``missing`` with the reason; unreadable PNGs make the row
+    ``failed``. A rerun retries failed set rows and never duplicates ok ones (the latest row of a key wins).
     """
     rows = results.latest(results.read_rows(run_dir))
     ok_cells = {r["key"]: r for r in rows if r.get("kind") != "set" and r.get("status") == "ok"}
@@ -614,6 +615,8 @@ def set_pass(
         t0 = time.perf_counter()
         values: dict[str, float | None] = {m.name: None for m in metrics}
         missing: dict[str, str] = {}
+        intervals: dict[str, list[float]] = {}
+        no_interval: dict[str, str] = {}
         live = []
         for m in metrics:
             m.reset()
@@ -640,6 +643,11 @@ def set_pass(
                     values[m.name] = float(m.compute())
                 except Exception as e:
                     missing[m.name] = _one_line(e)
+                    continue
+                try:
+                    intervals[m.name] = [float(v) for v in m.interval(results.CI_LEVEL)]
+                except Exception as e:  # the value stands; the row says why it has no interval
+                    no_interval[m.name] = _one_line(e)
             row.update(status="ok", error=None)
         except SanetBenchError as e:  # an output PNG that cannot be read back
             row.update(status="failed", error=_one_line(e))
@@ -647,7 +655,8 @@ def set_pass(
         finally:
             for m in metrics:
                 m.reset()  # drop the accumulated images and features
-        row.update(metrics=values, missing=missing, seconds_total=time.perf_counter() - t0, finished=_now())
+        row.update(metrics=values, missing=missing, intervals=intervals, no_interval=no_interval,
+                   seconds_total=time.perf_counter() - t0, finished=_now())
         writer.append(row)
         written += 1
     return written

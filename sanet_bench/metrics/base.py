@@ -11,7 +11,8 @@ Metadata (read by the registry, the manifest and the report):
 
 Life cycle: ``update(output, content, style)`` once per cell. A per-image metric returns that cell's value
 and accumulates it; ``compute()`` is then the mean of the updates. A set-level metric accumulates what it
-needs (features, images) and returns None; ``compute()`` is the set statistic. ``reset()`` forgets the
+needs (features, images) and returns None; ``compute()`` is the set statistic and ``interval(level)`` its
+confidence interval from resampling the set (the runner stores both in the set row). ``reset()`` forgets the
 updates. ``update`` takes the output *as saved*: RGB [0,1] clamped and quantised to 8 bits
 (:func:`sanet_bench.metrics.quantise`; :func:`sanet_bench.metrics.evaluate` does it once per cell, the
 runner's set pass reads the saved PNGs). Within a run the same grid image is the same tensor object in every
@@ -154,6 +155,11 @@ class SetMetric(Metric):
 
     def update(self, output: Tensor, content: Tensor, style: Tensor) -> None:
         raise NotImplementedError
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        """A ``level`` confidence interval of ``compute()``'s value from the same updates, by resampling the
+        set as the metric sees fit; :class:`MetricMissing` with the reason where it has none."""
+        raise MetricMissing(f"{self.name}: no interval for this set-level metric")
 
 
 __all__ = ["Metric", "MetricMissing", "PerImageMetric", "SetMetric", "SAVED_8BIT"]

@@ -212,18 +212,26 @@ def significance(df: pd.DataFrame, metrics: list[str], labels: dict[str, str]) -
 def set_metrics(sets: pd.DataFrame, names: list[str], better: dict[str, bool], labels: dict[str, str],
                 size: int) -> Table:
     """The set-level rows (``results.load_sets``) of one size: one value per method and alpha over its cells,
-    with the reason (and fix) of each metric that is missing."""
+    with its interval where the metric gives one, and the reason (and fix) of each metric that is missing."""
     at = sets[sets["size"] == size]
     header = ["method", "alpha", "cells", *[f"{m} {arrow(better.get(m))}" for m in names], "missing"]
+
+    def cell(r, m: str) -> str:
+        if pd.isna(r[m]):
+            return "–"
+        lo, hi = r.get(f"{m}_lo"), r.get(f"{m}_hi")
+        return f"{r[m]:.4g}" + ("" if lo is None or pd.isna(lo) else f" [{lo:.4g}, {hi:.4g}]")
+
     rows = [
         [labels.get(r["method"], r["method"]), f"{r['alpha']:g}", str(r.get("cells")),
-         *["–" if pd.isna(r[m]) else f"{r[m]:.4g}" for m in names],
+         *[cell(r, m) for m in names],
          "" if pd.isna(r.get("missing")) else str(r["missing"])]
         for _, r in at.iterrows()
     ]
-    caption = (f"set-level metrics at {size} px: one value per method and alpha over its cells, so no "
-               "interval and no paired test (resampling the set would redo a 2048-d matrix square root per "
-               "resample); FID grows as 1/N on few images: compare sets of the same size only")
+    caption = (f"set-level metrics at {size} px: one value per method and alpha over its cells, with a "
+               f"{results.CI_LEVEL:.0%} delete-one jackknife interval over the cells (a bootstrap would "
+               "repeat images, which inflates FID); no paired test between methods; FID grows as 1/N on few "
+               "images: compare sets of the same size only")
     return Table(header, rows, caption=caption)
 
 

@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from sanet_bench.metrics import ExtractorCache, MetricMissing, build
-from sanet_bench.metrics.fid import fid_infinity, fid_of, frechet_distance
+from sanet_bench.metrics.fid import (
+    fid_infinity,
+    fid_of,
+    frechet_distance,
+    jackknife_interval,
+    statistics,
+    trace_sqrt_product,
+)
 
 
 def test_frechet_distance_of_gaussians_in_closed_form():
@@ -16,6 +23,38 @@ def test_frechet_distance_of_gaussians_in_closed_form():
     a, b = np.array([1.0, 4.0]), np.array([9.0, 1.0])
     got = frechet_distance(mu1, np.diag(a), mu2, np.diag(b))
     assert got == pytest.approx(4 + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum())
+
+
+@pytest.mark.parametrize(("n", "m"), [(6, 6), (5, 9), (40, 30)])
+def test_low_rank_fid_equals_the_sqrtm_route(n, m):
+    """Sets no larger than the feature dimension take the exact nuclear-norm route; it gives pytorch-fid's
+    sqrtm value (here D = 32, so (40, 30) takes the sqrtm route itself and both agree trivially)."""
+    rng = np.random.default_rng(n)
+    a, b = rng.normal(size=(n, 32)), rng.normal(1.0, 2.0, size=(m, 32))
+    sqrtm_route = frechet_distance(*statistics(a), *statistics(b))
+    assert fid_of(a, b) == pytest.approx(sqrtm_route, rel=1e-7)
+    s1, s2 = statistics(a)[1], statistics(b)[1]
+    eig = np.linalg.eigvals(s1 @ s2).real.clip(min=0)
+    assert trace_sqrt_product(a, b) == pytest.approx(np.sqrt(eig).sum(), rel=1e-6)
+
+
+def test_jackknife_of_the_mean_is_the_textbook_standard_error():
+    x = np.random.default_rng(3).normal(size=17)
+    lo, hi = jackknife_interval(lambda i: x[i].mean(), len(x), 0.95)
+    se = x.std(ddof=1) / np.sqrt(len(x))
+    assert (lo, hi) == pytest.approx((x.mean() - 1.959964 * se, x.mean() + 1.959964 * se), rel=1e-6)
+
+
+def test_fid_interval_brackets_the_value_and_needs_three_pairs():
+    (m,) = build(["fid"], extractors=ExtractorCache())
+    rng = np.random.default_rng(0)
+    m.out_feats = [rng.normal(size=(1, 64)) for _ in range(12)]  # what update() accumulates
+    m.style_feats = [rng.normal(0.5, 1.0, size=(1, 64)) for _ in range(12)]
+    lo, hi = m.interval(0.95)
+    assert lo < m.compute() < hi
+    m.out_feats, m.style_feats = m.out_feats[:2], m.style_feats[:2]
+    with pytest.raises(MetricMissing, match="needs 3"):
+        m.interval(0.95)
 
 
 def test_fid_infinity_refuses_small_sets_and_extrapolates_the_bias_away():
