@@ -144,7 +144,8 @@ def methods_cmd() -> None:
     "--dtype", type=click.Choice(DTYPES), default="fp32", show_default=True,
     help="Computation dtype (fp16: CUDA; bf16: CPU or CUDA); the output is float32.",
 )
-@click.option("--channels-last", is_flag=True, help="Model and inputs in channels_last memory format.")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="Model and inputs in channels_last memory format [default: on for CPU, off on CUDA].")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the method (slow first call).")
 @user_errors
 def stylize_cmd(

@@ -26,8 +26,12 @@ Differences from the reference, none of which change its outputs where it runs:
 * ZCA uses ``torch.linalg.eigh`` of the covariance instead of ``svd``: for a symmetric PSD matrix the kept
   (s > 1e-5) singular vectors are its eigenvectors, so the whitening and colouring matrices are the same.
 * The patch swap overlap-adds the 25 shifted gathers of the matched patches instead of a one-hot
-  ``conv2d_transpose`` over every style patch, and the matching convolution runs over chunks of style rows,
-  so memory stays bounded (the reference materialises a [H*W, #patches] one-hot map).
+  ``conv2d_transpose`` over every style patch (the reference materialises a [H*W, #patches] one-hot map).
+* The matching scores (the reference's convolution of the content with every normalised 5x5x512 style
+  patch) are computed as one channel correlation of every style position with every content position
+  (a matmul), then summed over the 25 patch offsets as shifted adds, over chunks of style rows: the same
+  sums in another order (float32 rounding aside; the argmax is the same on every parity case), about 20x
+  fewer multiplications (the patch overlap is not recomputed), so 5-9x faster at 256-512 px.
 * Contents whose sides are not multiples of 8 are reflect-padded (bottom/right) to the next multiple and the
   output is cropped back, so the output keeps the content size; the reference returns floor(side/8)*8.
 * Batches: the decorator runs per sample (the reference squeezes the style batch, so it takes one pair).
@@ -58,8 +62,9 @@ PATCH_SIZE = 5
 ZCA_EPS = 1e-5
 ADAIN_EPS = 1e-10
 NORM_EPS = 1e-7
-# Elements of one chunk of matching kernels (patches x C x 5 x 5): 2**24 float32 = 64 MiB.
-MATCH_CHUNK_ELEMENTS = 1 << 24
+# Elements of one chunk of the matching correlation (style positions x content positions, padded):
+# 2**23 float32 = 32 MiB, and as much again for each of its two partial patch sums.
+MATCH_CHUNK_ELEMENTS = 1 << 23
 
 # (layer, in, out) in forward order; None marks a 2x2/2 average pool.
 ENCODER = (
@@ -151,27 +156,35 @@ def patch_swap(
     # Scores in float32, as the TF original computes them: the argmax is what matters, and it is identical
     # in float64 on every parity case (top-2 gaps >= 580x the float32 perturbation, parity README); the
     # swapped patches themselves stay in the input's precision. float64 convolutions are ~10x slower on CPU.
-    cp = F.pad(content[None], (beg, end, beg, end), mode="reflect").float()
-    # Chunks of style rows (kernels) x content rows (the convolution's im2col) keep memory bounded.
-    per_row = c * patch_size * patch_size
-    s_rows = max(1, chunk_elements // (per_row * ws))
-    c_rows = max(1, chunk_elements // (per_row * wc))
+    cp = F.pad(content, (beg, end, beg, end), mode="reflect").float()  # [C, Hp, Wp]
+    hp, wp, wsp = hc + patch_size - 1, wc + patch_size - 1, ws + patch_size - 1
+    cflat = cp.reshape(c, hp * wp)
+    # score[(ky, kx), (y, x)] = sum_{dy, dx} <sp[:, ky+dy, kx+dx], cp[:, y+dy, x+dx]> / norm[ky, kx]: the
+    # correlation m of every style position with every content position, then the patch sum as shifted
+    # adds (over dx, then dy); chunks of style rows keep m under ``chunk_elements``.
+    s_rows = max(1, chunk_elements // (wsp * hp * wp) - (patch_size - 1))
     best_val = cp.new_full((hc, wc), -torch.inf)
     best_idx = torch.zeros(hc, wc, dtype=torch.long, device=content.device)
     for s0 in range(0, hs, s_rows):
         s1 = min(hs, s0 + s_rows)
-        # patches of style rows s0..s1 in extract_image_patches order -> conv kernels [K, C, p, p]
-        k = F.unfold(sp[None, :, s0 : s1 + patch_size - 1], patch_size)[0].T
-        k = (k / norms[s0 * ws : s1 * ws, None]).reshape(-1, c, patch_size, patch_size).float()
-        for c0 in range(0, hc, c_rows):
-            c1 = min(hc, c0 + c_rows)
-            scores = F.conv2d(cp[:, :, c0 : c1 + patch_size - 1], k)[0]  # [K, rows, Wc]
-            idx = scores.argmax(dim=0)
-            val = scores.gather(0, idx[None])[0]
-            # strictly greater: an earlier chunk wins ties, as one global first argmax does
-            better = val > best_val[c0:c1]
-            best_val[c0:c1] = torch.where(better, val, best_val[c0:c1])
-            best_idx[c0:c1] = torch.where(better, idx + s0 * ws, best_idx[c0:c1])
+        rows = s1 - s0
+        sflat = sp[:, s0 : s1 + patch_size - 1].reshape(c, -1).float()
+        m = (sflat.T @ cflat).view(rows + patch_size - 1, wsp, hp, wp)
+        n = m[:, :ws, :, :wc].clone()
+        for d in range(1, patch_size):
+            n += m[:, d : d + ws, :, d : d + wc]
+        del m
+        scores = n[:rows, :, :hc].clone()
+        for d in range(1, patch_size):
+            scores += n[d : d + rows, :, d : d + hc]
+        del n
+        scores = scores.view(rows * ws, hc, wc).div_(norms[s0 * ws : s1 * ws, None, None].float())
+        idx = scores.argmax(dim=0)  # first maximum: extract_image_patches order within the chunk
+        val = scores.gather(0, idx[None])[0]
+        # strictly greater: an earlier chunk wins ties, as one global first argmax does
+        better = val > best_val
+        best_val = torch.where(better, val, best_val)
+        best_idx = torch.where(better, idx + s0 * ws, best_idx)
     iy, ix = best_idx // ws, best_idx % ws
     out = content.new_zeros(c, hc + patch_size - 1, wc + patch_size - 1)
     count = content.new_zeros(1, hc + patch_size - 1, wc + patch_size - 1)

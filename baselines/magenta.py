@@ -82,6 +82,8 @@ def _style_input(img: np.ndarray) -> np.ndarray:
 
 
 class Magenta(Method):
+    channels_last_on_cpu = False  # its networks run in onnxruntime; the memory format changes nothing
+
     def __init__(self) -> None:
         super().__init__()
         _require_runtime()

@@ -146,7 +146,7 @@ def stylize_files(
     seed: int = 0,
     options: dict[str, Any] | None = None,
     dtype: str = "fp32",
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     compile: bool = False,
 ):
     """Stylize one image file with another and save it atomically in the format ``out``'s suffix names;

@@ -1,9 +1,12 @@
 """Regression comparison of two profile runs (``sanet-bench compare BASE NEW``).
 
-Cells are matched on (method, size, device type, dtype, flags, options). For each cell present and ``ok`` in
-both runs: the medians, their ratio NEW/BASE, and a one-sided Mann-Whitney U test (scipy) of "NEW's raw
-repeat samples are larger than BASE's". A cell is a **regression** when it is slower than the threshold
-(ratio > 1 + threshold) **and** significant (p < alpha, default 0.05).
+Cells are matched on (method, size, device type, dtype, ``compile``, options). The memory format is not
+part of a cell: channels_last changes how the same convolutions are computed (outputs within the parity
+tolerances), and a release that turns it on by default must still be compared with the one before.
+For each cell present and ``ok`` in both runs: the medians, their ratio NEW/BASE, and a one-sided
+Mann-Whitney U test (scipy) of "NEW's raw repeat samples are larger than BASE's". A cell is a
+**regression** when it is slower than the threshold (ratio > 1 + threshold) **and** significant (p < alpha,
+default 0.05).
 
 The test needs at least 3 repeats in each run, and an exact U test of 3 vs 3 samples cannot reach
 p < 0.05 (its smallest p-value is 1/C(6,3) = 0.05): use 4 or more repeats (``profile``'s default is 5).
@@ -50,16 +53,15 @@ def cell_key(rec: dict[str, Any], per_device: bool = False) -> tuple:
     flags = rec.get("flags") or {}
     return (
         rec["method"], int(rec["size"]), str(rec.get("device", "cpu")).split(":")[0],
-        rec.get("dtype", "fp32"),
-        bool(flags.get("channels_last")), bool(flags.get("compile")),
+        rec.get("dtype", "fp32"), bool(flags.get("compile")),
         json.dumps(rec.get("options") or {}, sort_keys=True),
         device_identity(rec.get("env") or {}) if per_device else None,
     )
 
 
 def cell_name(key: tuple) -> str:
-    method, size, device, dtype, channels_last, compiled, options, identity = key
-    flags = "".join((" channels-last" if channels_last else "", " compile" if compiled else ""))
+    method, size, device, dtype, compiled, options, identity = key
+    flags = " compile" if compiled else ""
     opts = "" if options == "{}" else f" {options}"
     on = f" on {identity}" if identity else ""
     return f"{method} {size}px {device} {dtype}{flags}{opts}{on}"

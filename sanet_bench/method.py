@@ -36,6 +36,9 @@ class Method(nn.Module):
     full_precision: bool = False
     #: True where ``_stylize`` takes gradients (Gatys): it runs under ``no_grad``, not ``inference_mode``.
     uses_autograd: bool = False
+    #: Whether :func:`prepare`'s default puts the model in channels_last on CPU (where oneDNN's convolutions
+    #: are faster in it: docs/performance.md); False where it measured no faster (or nothing is a torch conv).
+    channels_last_on_cpu: bool = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -138,16 +141,23 @@ def check_fast_path(dtype: str, device: str | torch.device) -> None:
         )
 
 
-def prepare(model: Method, dtype: str = "fp32", channels_last: bool = False, compile: bool = False) -> Method:
+def prepare(
+    model: Method, dtype: str = "fp32", channels_last: bool | None = None, compile: bool = False
+) -> Method:
     """Set a loaded ``model`` up for a fast path, in place, and return it.
 
     ``dtype`` (fp32 | bf16 | fp16 on CUDA): weights and inputs in that dtype, the output back in float32;
     float64 steps a method's reference needs (WCT, Avatar-Net's decorator) stay float64, and a
     ``full_precision`` method (MAST) is left in its own precision. ``channels_last``: weights and inputs in
-    that memory format. ``compile``: ``torch.compile`` of ``_stylize`` (its stages are then not split).
-    ``model.fast_path`` records the choice.
+    that memory format; None (the default): on CPU for a method with ``channels_last_on_cpu`` that is not
+    ``full_precision`` (oneDNN has no float64 convolutions), off elsewhere — the outputs stay within the
+    parity tolerances either way. ``compile``: ``torch.compile`` of ``_stylize`` (its stages are then not
+    split). ``model.fast_path`` records the choice.
     """
     check_fast_path(dtype, model.device)
+    if channels_last is None:
+        channels_last = (model.device.type == "cpu" and model.channels_last_on_cpu
+                         and not model.full_precision)
     if not model.full_precision:
         model.compute_dtype = TORCH_DTYPES[dtype]
         model.to(dtype=model.compute_dtype)

@@ -345,6 +345,7 @@ def _measure(cell: dict[str, Any]) -> dict[str, Any]:
     result["samples_s"] = samples
     result["stages"] = {name: float(np.median(v)) for name, v in stages.items()}
     result["weights_info"] = model.weights_info
+    result["channels_last"] = bool(model.fast_path["channels_last"])  # as prepare() resolved it
     return result
 
 
@@ -542,15 +543,16 @@ def _record(cell: dict[str, Any], measured: dict[str, Any], env: dict[str, Any],
     samples = measured.get("samples_s", [])
     median, iqr = summarize(samples)
     flops = measured.get("flops")
-    rec_env = dict(env, threads=measured.get("threads", env["threads"]), dtype=cell["dtype"],
-                   flags={"channels_last": cell["channels_last"], "compile": cell["compile"]})
+    flags = {"channels_last": measured.get("channels_last", cell["channels_last"]),
+             "compile": cell["compile"]}
+    rec_env = dict(env, threads=measured.get("threads", env["threads"]), dtype=cell["dtype"], flags=flags)
     return {
         "method": cell["method"],
         "size": cell["size"],
         "style_size": cell["size"],
         "device": cell["device"],
         "dtype": cell["dtype"],
-        "flags": {"channels_last": cell["channels_last"], "compile": cell["compile"]},
+        "flags": flags,
         "options": cell["options"],
         "weights": cell["weights"],
         "weights_info": measured.get("weights_info"),

@@ -324,6 +324,8 @@ def run_cell(
         policy, images.get(cell.content, cell.size), images.get(cell.style, cell.style_size)
     )
     row.update(input_policy=policy.describe(), content_input=_wxh(content), style_input=_wxh(style))
+    if isinstance(getattr(model, "fast_path", None), dict):  # the memory format prepare() resolved
+        row["channels_last"] = bool(model.fast_path["channels_last"])
     device = model.device
     _sync(device)
     t1 = time.perf_counter()

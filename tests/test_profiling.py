@@ -44,7 +44,7 @@ def test_in_process_records_have_consistent_statistics_stages_and_flops(tmp_path
         assert r["gflops_per_s"] == pytest.approx(r["flops"] / r["median_s"] / 1e9)
         assert r["peak_mem_bytes"] is None and "not measured" in r["peak_mem_convention"]
         assert r["env"]["cpu"] and r["env"]["threads"] == 1 and r["env"]["dtype"] == "fp32"
-        assert r["flags"] == {"channels_last": False, "compile": False}
+        assert r["flags"] == {"channels_last": True, "compile": False}  # the CPU default, as resolved
     # convolutions dominate at these sizes: 4x the pixels is ~4x the FLOPs
     assert 3.9 < on_disk[1]["flops"] / on_disk[0]["flops"] < 4.5
 
@@ -158,7 +158,7 @@ def test_load_records_flattens_into_a_dataframe(tmp_path):
     df = load_records(tmp_path / "run")  # a run folder holding profile/
     assert len(df) == 1
     row = df.iloc[0]
-    assert row["method"] == "sanet" and row["stage_encode_s"] > 0 and not row["channels_last"]
+    assert row["method"] == "sanet" and row["stage_encode_s"] > 0 and row["channels_last"]
     assert row["env_torch"] == torch.__version__ and len(row["samples_s"]) == 3
     assert json.loads(row["options"]) == {}
 

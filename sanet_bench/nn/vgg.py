@@ -36,7 +36,9 @@ VGG_CONVS = (0, 2, 5, 9, 12, 16, 19, 22, 25, 29, 32, 35, 38, 42, 45, 48, 51)
 
 
 def _conv_block(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3), nn.ReLU()]
+    # in-place ReLU: the same values without a copy of every feature map (the convolution's output is not
+    # kept anywhere else; the encoder's returned features are ReLU outputs that no later module modifies)
+    return [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3), nn.ReLU(inplace=True)]
 
 
 def vgg_normalised() -> nn.Sequential:

@@ -88,7 +88,8 @@ def test_patch_swap_equals_one_hot_reference_for_any_chunking(p):
     content = torch.randn(6, 9, 7, generator=g, dtype=torch.float64)
     style = torch.randn(6, 8, 11, generator=g, dtype=torch.float64)
     ref = _reference_patch_swap(content, style, p)
-    for chunk in (1, 6 * p * p * 11 * 3, 1 << 30):  # one row per chunk, 3 rows, everything at once
+    per_row = (11 + p - 1) * (9 + p - 1) * (7 + p - 1)  # correlation elements per padded style row
+    for chunk in (1, (3 + p - 1) * per_row, 1 << 30):  # one style row per chunk, 3 rows, all at once
         torch.testing.assert_close(
             patch_swap(content, style, p, chunk_elements=chunk), ref, rtol=1e-12, atol=1e-12
         )
