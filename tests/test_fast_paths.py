@@ -36,6 +36,20 @@ def test_channels_last_stays_within_the_parity_tolerance(folder, tmp_path):
                          case.get("tol_rel_max", 1e-5))
 
 
+@pytest.mark.parametrize(("name", "expected"), [("adain", True), ("mast", False), ("gatys", False)])
+def test_cpu_default_memory_format_follows_the_method(name, expected):
+    """prepare()'s default: channels_last on CPU unless the method runs in float64 (MAST) or declares
+    otherwise (Gatys); an explicit channels_last still runs Gatys (L-BFGS needs a contiguous image)."""
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    opts = {"iters": 2} if name == "gatys" else {}
+    for flag, want in ((None, expected), (True, True)):
+        model = prepare(load_method(name, weights="random", seed=0), channels_last=flag)
+        assert model.fast_path["channels_last"] is want
+        if name != "mast":  # float64 at 64 px: seconds per call, and its parity tests run it
+            out = model.stylize(x, x, **opts)
+            assert out.shape == x.shape and torch.isfinite(out).all()
+
+
 def test_bf16_returns_float32_near_fp32():
     g = torch.Generator().manual_seed(0)
     c, s = torch.rand(1, 3, 64, 64, generator=g), torch.rand(1, 3, 64, 64, generator=g)
