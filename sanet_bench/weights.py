@@ -545,7 +545,10 @@ def _take_checked(spec: MethodCard, f: WeightFile, dest: Path, get) -> None:
     try:
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".sanet_bench.") as tmp:
             got = Path(tmp) / dest.name
-            get(got)
+            try:
+                get(got)
+            except SanetBenchError as e:  # name the file where it belongs, not the temporary folder
+                raise type(e)(str(e).replace(str(got), str(dest))) from None
             check_file(spec.name, f, got)
             os.replace(got, dest)
     except BaseException:
