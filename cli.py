@@ -350,7 +350,7 @@ def weights_list_cmd(methods, weights_dir):
     was published with the file; (recorded) is the first copy pulled or imported here, recorded after it
     loaded into its method's architecture or metric's network. Shared files (vgg_normalised.pth, the metrics'
     networks) are cached once, in the shared folder; LPIPS's AlexNet in torch hub's cache."""
-    from sanet_bench.weights import file_table
+    from sanet_bench.weights import file_table, hub_prefix
 
     origin = {"registry": "publisher", "recorded": "recorded"}
     for r in file_table(methods, weights_dir):
@@ -359,6 +359,8 @@ def weights_list_cmd(methods, weights_dir):
         if r.in_weights_dir is not None:
             state += f", {'in' if r.in_weights_dir else 'not in'} weights dir"
         sha = f"sha256 {r.sha256} ({origin[r.sha_origin]})" if r.sha256 else "sha256 not published"
+        if not r.sha256 and (prefix := hub_prefix(r.file.name)):
+            sha = f"sha256 starts {prefix} (its name; checked), full hash not published"
         click.echo(f"{r.method:<11} {r.file.name:<32} {state:<8} {_size(size):>9}  {sha}")
         src = ", ".join(f"{s.url} ({s.kind})" for s in r.file.sources) or "no public source"
         inside = f" (inside {r.file.archive}: {r.file.member})" if r.file.archive else ""

@@ -50,12 +50,15 @@ def cache_path(method: str, f: WeightFile) -> Path:
     return cache_dir(SHARED if f.shared else method) / f.name
 
 
+# torch hub's rule for the sha256 prefix in a file name (torch.hub.HASH_REGEX; tests/test_weights.py checks
+# they agree), here so that listing files does not import torch
+HUB_HASH = re.compile(r"-([a-f0-9]*)\.")
+
+
 def hub_prefix(name: str) -> str:
     """The sha256 prefix a torch hub file name carries (``alexnet-owt-7be5be79.pth``: ``7be5be79``), or
-    ``""``; torch hub's own rule (``torch.hub.HASH_REGEX``)."""
-    import torch
-
-    m = torch.hub.HASH_REGEX.search(name)
+    ``""``."""
+    m = HUB_HASH.search(name)
     return m.group(1) if m else ""
 
 

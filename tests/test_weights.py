@@ -158,6 +158,13 @@ def test_metric_file_in_another_layout_is_refused_and_nothing_recorded(metric_we
     assert not (cache_dir("shared") / "art_inception.pth").exists() and recorded_sha256() == {}
 
 
+def test_hub_hash_rule_is_torch_hubs():
+    assert weights.HUB_HASH.pattern == torch.hub.HASH_REGEX.pattern
+    assert weights.hub_prefix(LPIPS_ALEXNET) == "7be5be79" and weights.hub_prefix("art_inception.pth") == ""
+    res = invoke("list", "fid")
+    assert "sha256 starts 6726825d (its name; checked)" in res.output
+
+
 def test_hub_named_file_must_carry_its_sha256_prefix(metric_weight_files, tmp_path, monkeypatch):
     """A random file under torch hub's name ``alexnet-owt-7be5be79.pth`` cannot have that sha256 prefix:
     `weights import` and `weights pull` refuse it, and nothing reaches torch hub's cache."""
