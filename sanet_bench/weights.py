@@ -62,6 +62,16 @@ def hub_prefix(name: str) -> str:
     return m.group(1) if m else ""
 
 
+def check_hub_prefix(f: WeightFile, path: str | os.PathLike, fix: str, digest: str | None = None) -> None:
+    """A one-line :class:`WeightsError` (ending in ``fix``) when ``f``'s name carries torch hub's sha256
+    prefix and the file at ``path`` (``digest``: its sha256, if known) does not start with it."""
+    if (prefix := hub_prefix(f.name)) and not (digest := digest or sha256_file(path)).startswith(prefix):
+        raise WeightsError(
+            f"{path}: sha256 {digest[:12]}... does not start with {prefix}, the prefix its name {f.name} "
+            f"states; {fix}"
+        )
+
+
 def find_file(f: WeightFile, weights_dir: str | os.PathLike | None = None) -> Path | None:
     """A metric's or a method's file ``f`` by its official name: in ``weights_dir``, else the cache (shared
     folder, then any method's folder holding that name), else ``None``."""
@@ -266,11 +276,7 @@ def check_file(method: str, f: WeightFile, path: str | os.PathLike) -> None:
     from .registry import file_check, get_method_spec
 
     fix = f"get the official file ({where_published(f)})"
-    if (prefix := hub_prefix(f.name)) and not (digest := sha256_file(path)).startswith(prefix):
-        raise WeightsError(
-            f"{path}: sha256 {digest[:12]}... does not start with {prefix}, the prefix its name {f.name} "
-            f"states; {fix}"
-        )
+    check_hub_prefix(f, path, fix)
     if method == METRICS:
         check = file_check(f.name)
         if check is None:  # no network reads it (LPIPS's heads ship with their package)

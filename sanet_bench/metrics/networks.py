@@ -112,12 +112,7 @@ def resolve(f: WeightFile, weights_dir: str | os.PathLike | None = None) -> tupl
             f"{f.sources[0].url} into {where}"
         )
     digest = _sha256(path)
-    prefix = weights.hub_prefix(f.name)
-    if prefix and not digest.startswith(prefix):
-        raise WeightsError(
-            f"{path}: sha256 {digest[:12]}... does not start with {prefix}, the published {f.name}; "
-            f"replace it with {f.sources[0].url}"
-        )
+    weights.check_hub_prefix(f, path, f"replace it with {f.sources[0].url}", digest)
     return path, f"{f.name} sha256={digest}"
 
 
