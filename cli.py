@@ -144,13 +144,17 @@ def methods_cmd() -> None:
     "--dtype", type=click.Choice(DTYPES), default="fp32", show_default=True,
     help="Computation dtype (fp16: CUDA; bf16: CPU or CUDA); the output is float32.",
 )
+@click.option("--winograd/--no-winograd", default=None,
+              help="3x3 convolutions through NNPACK's Winograd F(6x6,3x3) (CPU, fp32; outputs within the "
+              "parity tolerances) [default: on for CPU in fp32].")
 @click.option("--channels-last/--no-channels-last", default=None,
-              help="Model and inputs in channels_last memory format [default: on for CPU, off on CUDA].")
+              help="Model and inputs in channels_last memory format [default: on for CPU without Winograd, "
+              "off on CUDA].")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the method (slow first call).")
 @user_errors
 def stylize_cmd(
     method, content, style, out, alpha, size, style_size, weights, weights_dir, device, seed, options,
-    dtype, channels_last, compile_,
+    dtype, winograd, channels_last, compile_,
 ):
     """Stylize one content image with one style image."""
     from sanet_bench.api import stylize_files
@@ -171,6 +175,7 @@ def stylize_cmd(
         dtype=dtype,
         channels_last=channels_last,
         compile=compile_,
+        winograd=winograd,
     )
     click.echo(str(path))
 

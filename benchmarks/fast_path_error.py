@@ -3,11 +3,12 @@
 A plain script over the parity fixtures (``tests/fixtures/parity/``, weights rebuilt with
 ``tests/parity_weights.py``)::
 
-    PYTHONPATH=. python benchmarks/fast_path_error.py       # every method: fp32, channels_last, bf16
+    PYTHONPATH=. python benchmarks/fast_path_error.py   # every method: fp32, Winograd, channels_last, bf16
     PYTHONPATH=. python benchmarks/fast_path_error.py --methods wct --paths bf16,fp32+cl --device cuda
 
 Error = max|out - expected| / max|expected| (the parity tests' measure; their tolerance is printed next to
-it). Paths: ``fp32`` (the plain path, for reference), ``fp32+cl`` (channels_last), ``bf16``, ``bf16+cl``,
+it). Paths: ``fp32`` (the plain path, for reference), ``fp32+wino`` (NNPACK's Winograd 3x3 convolutions),
+``fp32+cl`` (channels_last), ``bf16``, ``bf16+cl``,
 ``fp16`` (CUDA only: CPU fp16 kernels are missing or slow, so ``--device cpu`` skips it).
 """
 
@@ -30,8 +31,8 @@ from sanet_bench.io import format_table  # noqa: E402
 from sanet_bench.method import prepare  # noqa: E402
 
 PARITY = ROOT / "tests" / "fixtures" / "parity"
-PATHS = {"fp32": ("fp32", False), "fp32+cl": ("fp32", True), "bf16": ("bf16", False),
-         "bf16+cl": ("bf16", True), "fp16": ("fp16", False)}
+PATHS = {"fp32": ("fp32", False, False), "fp32+wino": ("fp32", False, True), "fp32+cl": ("fp32", True, False),
+         "bf16": ("bf16", False, False), "bf16+cl": ("bf16", True, False), "fp16": ("fp16", False, False)}
 
 
 def rel_error(out: torch.Tensor, expected: torch.Tensor) -> float:
@@ -41,7 +42,7 @@ def rel_error(out: torch.Tensor, expected: torch.Tensor) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default="", help="comma-separated parity folders (default: all)")
-    ap.add_argument("--paths", default="fp32,fp32+cl,bf16,bf16+cl", 
+    ap.add_argument("--paths", default="fp32,fp32+wino,fp32+cl,bf16,bf16+cl",
                     help=f"comma-separated: {', '.join(PATHS)}")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
@@ -64,10 +65,11 @@ def main(argv: list[str] | None = None) -> int:
                     write_weights(PARITY / folder, wdir, layout)
                 tols[name] = case.get("tol_rel_max", 0.0)
                 for p in paths:
-                    dtype, cl = PATHS[p]
+                    dtype, cl, wino = PATHS[p]
                     try:
                         model = load_method(name, weights="official", weights_dir=wdir, device=args.device)
-                        out = prepare(model, dtype, cl).stylize(case["content"], case["style"], **kw)
+                        out = prepare(model, dtype, cl, winograd=wino).stylize(case["content"], case["style"],
+                                                                               **kw)
                         err = rel_error(out, case["expected"])
                     except Exception as e:  # a path a method does not support (or no weights): a result
                         print(f"{name} {case_path.stem} {p}: {type(e).__name__}: {e}"[:300], file=sys.stderr)

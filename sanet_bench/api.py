@@ -148,6 +148,7 @@ def stylize_files(
     dtype: str = "fp32",
     channels_last: bool | None = None,
     compile: bool = False,
+    winograd: bool | None = None,
 ):
     """Stylize one image file with another and save it atomically in the format ``out``'s suffix names;
     returns the output path. ``size``/``style_size``: shorter side in px (None: the file's own size).
@@ -155,7 +156,8 @@ def stylize_files(
     Everything checkable without the model is checked first (paths, suffix, sizes, alpha, options, the
     device, and whether the content's relu1_1 features fit in free memory), so a typo costs no model load.
     Running out of memory is an :class:`ImageError` naming the size that failed and a ``--size`` to try.
-    ``dtype``, ``channels_last``, ``compile``: the fast path (:func:`sanet_bench.method.prepare`).
+    ``dtype``, ``channels_last``, ``compile``, ``winograd``: the fast path
+    (:func:`sanet_bench.method.prepare`).
     """
     from .images import load_image, probe, require_min_side, save_format, save_image, target_size
     from .method import check_call
@@ -166,7 +168,7 @@ def stylize_files(
         if value is not None and value < least:
             raise ConfigError(f"{flag} {value} is under {spec.name}'s minimum of {least} px; e.g. {flag} 512")
     alpha, _ = check_call(spec, alpha, dict(options or {}))
-    check_fast_path(dtype, device)
+    check_fast_path(dtype, device, winograd)
     dev = resolve_device(device)
     c_wh = probe(content)
     require_min_side(content, c_wh, spec.min_size, spec.name)
@@ -174,7 +176,7 @@ def stylize_files(
     c_size = target_size(*c_wh, size, "shorter")
     _check_fits(content, c_size, size, dev)
     model = load_method(method, weights=weights, weights_dir=weights_dir, seed=seed, device=dev)
-    prepare(model, dtype, channels_last, compile)
+    prepare(model, dtype, channels_last, compile, winograd)
     c = load_image(content, size)
     s = load_image(style, style_size or size)
     try:

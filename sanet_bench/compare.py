@@ -1,8 +1,9 @@
 """Regression comparison of two profile runs (``sanet-bench compare BASE NEW``).
 
-Cells are matched on (method, size, device type, dtype, ``compile``, options). The memory format is not
-part of a cell: channels_last changes how the same convolutions are computed (outputs within the parity
-tolerances), and a release that turns it on by default must still be compared with the one before.
+Cells are matched on (method, size, device type, dtype, ``compile``, options). The memory format and the
+convolution algorithm are not part of a cell: channels_last and Winograd change how the same convolutions
+are computed (outputs within the parity tolerances), and a release that turns one on by default must still
+be compared with the one before.
 For each cell present and ``ok`` in both runs: the medians, their ratio NEW/BASE, and a one-sided
 Mann-Whitney U test (scipy) of "NEW's raw repeat samples are larger than BASE's". A cell is a
 **regression** when it is slower than the threshold (ratio > 1 + threshold) **and** significant (p < alpha,

@@ -4,8 +4,9 @@
 (style [N or 1,3,H',W']) and returns the model's un-clamped output [N,3,H,W] in the same scale. The output
 is cropped to the content size where a method's decoder rounds sizes up (sizes not a multiple of 8/16).
 
-Fast paths: :func:`prepare` sets a loaded model up for a dtype (bf16 on CPU or CUDA, fp16 on CUDA), the
-channels_last memory format and ``torch.compile``; ``stylize`` then converts its inputs to match and returns
+Fast paths: :func:`prepare` sets a loaded model up for a dtype (bf16 on CPU or CUDA, fp16 on CUDA), Winograd
+3x3 convolutions on CPU (:mod:`sanet_bench.nn.winograd`), the channels_last memory format and
+``torch.compile``; ``stylize`` then converts its inputs to match and returns
 float32. It is the one place the CLI's ``run``, ``stylize`` and ``profile`` apply them.
 
 Stages: a method wraps its encode / transform / decode work in ``with self.stage(name):`` so the profiler
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from .config import DTYPES
 from .errors import ConfigError, ImageError
+from .nn.winograd import use_winograd
 from .registry import MethodSpec
 
 TORCH_DTYPES = dict(zip(DTYPES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
@@ -39,6 +41,9 @@ class Method(nn.Module):
     #: Whether :func:`prepare`'s default puts the model in channels_last on CPU (where oneDNN's convolutions
     #: are faster in it: docs/performance.md); False where it measured no faster (or nothing is a torch conv).
     channels_last_on_cpu: bool = True
+    #: Whether :func:`prepare`'s default runs the 3x3 convolutions through NNPACK's Winograd on CPU in fp32
+    #: (:mod:`sanet_bench.nn.winograd`); False where it measured no faster.
+    winograd_on_cpu: bool = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,7 +51,8 @@ class Method(nn.Module):
         self.stage_hook: Callable[[str], ContextManager[Any]] | None = None
         self.compute_dtype = torch.float32
         self.memory_format = torch.contiguous_format
-        self.fast_path: dict[str, Any] = {"dtype": "fp32", "channels_last": False, "compile": False}
+        self.fast_path: dict[str, Any] = {"dtype": "fp32", "channels_last": False, "compile": False,
+                                          "winograd": False}
 
     # -- to implement ---------------------------------------------------------------------------------
     def load_official(self, paths: dict[str, Path]) -> None:
@@ -130,8 +136,9 @@ def _check_image(x: Tensor, what: str, min_size: int) -> Tensor:
     return x
 
 
-def check_fast_path(dtype: str, device: str | torch.device) -> None:
-    """Raise :class:`ConfigError` for a dtype that is unknown or not supported on ``device``."""
+def check_fast_path(dtype: str, device: str | torch.device, winograd: bool | None = None) -> None:
+    """Raise :class:`ConfigError` for a dtype that is unknown or not supported on ``device``, or Winograd
+    asked for where it does not run (CUDA, or a dtype other than fp32)."""
     if dtype not in TORCH_DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if dtype == "fp16" and torch.device(device).type != "cuda":
@@ -139,25 +146,42 @@ def check_fast_path(dtype: str, device: str | torch.device) -> None:
             f"dtype fp16 needs CUDA (half-precision kernels on {device} are missing or slow); "
             "use --dtype bf16 on CPU or --device cuda"
         )
+    if winograd and (torch.device(device).type != "cpu" or dtype != "fp32"):
+        raise ConfigError(
+            f"--winograd is a CPU float32 path (NNPACK); it does not run on {device} in {dtype}: "
+            "drop --winograd or use --device cpu --dtype fp32"
+        )
 
 
 def prepare(
-    model: Method, dtype: str = "fp32", channels_last: bool | None = None, compile: bool = False
+    model: Method,
+    dtype: str = "fp32",
+    channels_last: bool | None = None,
+    compile: bool = False,
+    winograd: bool | None = None,
 ) -> Method:
     """Set a loaded ``model`` up for a fast path, in place, and return it.
 
     ``dtype`` (fp32 | bf16 | fp16 on CUDA): weights and inputs in that dtype, the output back in float32;
     float64 steps a method's reference needs (WCT, Avatar-Net's decorator) stay float64, and a
-    ``full_precision`` method (MAST) is left in its own precision. ``channels_last``: weights and inputs in
-    that memory format; None (the default): on CPU for a method with ``channels_last_on_cpu`` that is not
-    ``full_precision`` (oneDNN has no float64 convolutions), off elsewhere — the outputs stay within the
-    parity tolerances either way. ``compile``: ``torch.compile`` of ``_stylize`` (its stages are then not
-    split). ``model.fast_path`` records the choice.
+    ``full_precision`` method (MAST) is left in its own precision. ``winograd``: the 3x3 convolutions through
+    NNPACK's Winograd F(6x6,3x3) (:mod:`sanet_bench.nn.winograd`; CPU, fp32; never for a ``full_precision``
+    method); None (the default): on for a method with ``winograd_on_cpu``, on CPU in fp32 where torch has
+    NNPACK.
+    ``channels_last``: weights and inputs in that memory format; None: on CPU for a method with
+    ``channels_last_on_cpu`` that is not ``full_precision`` (oneDNN has no float64 convolutions) and runs
+    without Winograd (which keeps its own formats per layer), off elsewhere. The outputs stay within the
+    parity tolerances on every path in fp32. ``compile``: ``torch.compile`` of ``_stylize`` (its stages are
+    then not split). ``model.fast_path`` records the choice as resolved.
     """
-    check_fast_path(dtype, model.device)
+    check_fast_path(dtype, model.device, winograd)
+    cpu = model.device.type == "cpu"
+    if winograd is None:
+        winograd = cpu and dtype == "fp32" and model.winograd_on_cpu
+    # float64 (MAST) never reaches NNPACK; use_winograd gives 0 without NNPACK or a 3x3 convolution
+    winograd = bool(winograd) and not model.full_precision and use_winograd(model) > 0
     if channels_last is None:
-        channels_last = (model.device.type == "cpu" and model.channels_last_on_cpu
-                         and not model.full_precision)
+        channels_last = cpu and model.channels_last_on_cpu and not model.full_precision and not winograd
     if not model.full_precision:
         model.compute_dtype = TORCH_DTYPES[dtype]
         model.to(dtype=model.compute_dtype)
@@ -166,7 +190,8 @@ def prepare(
         model.to(memory_format=torch.channels_last)
     if compile:
         model._stylize = torch.compile(model._stylize)  # type: ignore[method-assign]
-    model.fast_path = {"dtype": dtype, "channels_last": bool(channels_last), "compile": bool(compile)}
+    model.fast_path = {"dtype": dtype, "channels_last": bool(channels_last), "compile": bool(compile),
+                       "winograd": bool(winograd)}
     return model
 
 

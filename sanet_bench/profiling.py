@@ -34,8 +34,9 @@ Peak memory conventions (``peak_mem_convention`` in every record):
 
 FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one call (2 per multiply-add of convolutions,
 matmuls and attention; elementwise ops are not counted; 0 from a method running outside torch, e.g. ONNX,
-is stored as ``None``). CPU scaled-dot-product attention, which the counter does not know, is counted with
-its formula for the other SDPA kernels.
+is stored as ``None``). CPU scaled-dot-product attention and NNPACK's Winograd convolutions, which the
+counter does not know, are counted with its formulas for the other SDPA kernels and for a direct
+convolution: the work a call stands for, not the multiplications Winograd saves.
 
 Status: ``ok``; ``oom`` (out of memory: CUDA OOM, CPU allocation failure, or the worker killed by
 SIGKILL); ``error`` (one-line message in ``error``); ``skipped-after-oom`` (a larger size of a method that ran
@@ -153,13 +154,21 @@ def _sdpa_cpu_flop(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -
     return sdpa_flop_count(q_shape, k_shape, v_shape)
 
 
+def _nnpack_conv_flop(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import conv_flop_count
+
+    return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
+
+
 def _flop_counter():
     from torch.utils.flop_counter import FlopCounterMode
 
     mapping = {}
-    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if op is not None:
-        mapping[op] = _sdpa_cpu_flop
+    for name, formula in (("_scaled_dot_product_flash_attention_for_cpu", _sdpa_cpu_flop),
+                          ("_nnpack_spatial_convolution", _nnpack_conv_flop)):
+        op = getattr(torch.ops.aten, name, None)
+        if op is not None:
+            mapping[op] = formula
     return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
@@ -276,7 +285,7 @@ def _measure(cell: dict[str, Any]) -> dict[str, Any]:
         cell["method"], weights=cell["weights"], weights_dir=cell["weights_dir"], seed=cell["seed"],
         device=dev,
     )
-    prepare(model, cell["dtype"], cell["channels_last"], cell["compile"])
+    prepare(model, cell["dtype"], cell["channels_last"], cell["compile"], cell.get("winograd"))
     dtype, fmt = model.compute_dtype, model.memory_format
     g = torch.Generator().manual_seed(cell["seed"])
     size = int(cell["size"])
@@ -345,7 +354,8 @@ def _measure(cell: dict[str, Any]) -> dict[str, Any]:
     result["samples_s"] = samples
     result["stages"] = {name: float(np.median(v)) for name, v in stages.items()}
     result["weights_info"] = model.weights_info
-    result["channels_last"] = bool(model.fast_path["channels_last"])  # as prepare() resolved it
+    result["channels_last"] = bool(model.fast_path["channels_last"])  # as prepare() resolved them
+    result["winograd"] = bool(model.fast_path["winograd"])
     return result
 
 
@@ -434,7 +444,7 @@ def _validate(cfg: ProfileConfig) -> list[str]:
     from .api import list_methods, resolve_device
     from .registry import get_method_spec
 
-    check_fast_path(cfg.dtype, cfg.device)
+    check_fast_path(cfg.dtype, cfg.device, cfg.winograd)
     if not cfg.sizes or any(s <= 0 for s in cfg.sizes):
         raise ConfigError(f"sizes must be positive pixel counts, got {cfg.sizes}; e.g. --sizes 256,512")
     if cfg.repeats < 0 or cfg.warmup < 0:
@@ -475,7 +485,8 @@ def profile(
         options = spec.options_for(cfg.budget, cfg.method_options.get(name))
         chains[name] = [{
             "method": name, "size": size, "device": dev.type if remote else str(dev), "dtype": cfg.dtype,
-            "channels_last": cfg.channels_last, "compile": cfg.compile, "repeats": cfg.repeats,
+            "channels_last": cfg.channels_last, "winograd": cfg.winograd, "compile": cfg.compile,
+            "repeats": cfg.repeats,
             "warmup": cfg.warmup, "weights": weights, "weights_dir": cfg.weights_dir, "seed": cfg.seed,
             "threads": cfg.threads, "options": options, "count_flops": cfg.count_flops,
             "measure_cpu_mem": dev.type == "cpu" and isolate,
@@ -544,7 +555,7 @@ def _record(cell: dict[str, Any], measured: dict[str, Any], env: dict[str, Any],
     median, iqr = summarize(samples)
     flops = measured.get("flops")
     flags = {"channels_last": measured.get("channels_last", cell["channels_last"]),
-             "compile": cell["compile"]}
+             "winograd": measured.get("winograd", cell.get("winograd")), "compile": cell["compile"]}
     rec_env = dict(env, threads=measured.get("threads", env["threads"]), dtype=cell["dtype"], flags=flags)
     return {
         "method": cell["method"],
@@ -590,7 +601,8 @@ def profile_run(cfg, run_dir: str | os.PathLike) -> list[dict[str, Any]]:
             return []
     pcfg = ProfileConfig(
         methods=methods, sizes=list(cfg.profile_sizes or cfg.sizes), device=cfg.device,
-        dtype=cfg.dtype, channels_last=cfg.channels_last, compile=cfg.compile, weights=cfg.weights,
+        dtype=cfg.dtype, channels_last=cfg.channels_last, winograd=cfg.winograd, compile=cfg.compile,
+        weights=cfg.weights,
         weights_dir=cfg.weights_dir, seed=cfg.seed, repeats=cfg.profile_repeats,
         # a run config may hold options for methods it does not run (the default's gatys iters)
         method_options={m: o for m, o in cfg.method_options.items() if m in methods or not methods},
@@ -623,9 +635,9 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
 def load_records(path: str | os.PathLike):
     """Profile records as a pandas DataFrame, one row per record.
 
-    Nested fields are flattened: ``stages`` -> ``stage_<name>_s``, ``flags`` -> ``channels_last``/``compile``,
-    ``env`` -> ``env_<key>`` and ``device_id`` (:func:`device_identity`); ``samples_s`` stays a list;
-    ``options`` becomes canonical JSON text.
+    Nested fields are flattened: ``stages`` -> ``stage_<name>_s``, ``flags`` ->
+    ``channels_last``/``winograd``/``compile``, ``env`` -> ``env_<key>`` and ``device_id``
+    (:func:`device_identity`); ``samples_s`` stays a list; ``options`` becomes canonical JSON text.
     """
     import pandas as pd
 

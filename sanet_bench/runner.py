@@ -154,7 +154,7 @@ def output_path(cell: Cell) -> Path:
 def validate(cfg: RunConfig) -> tuple[list[str], list[str]]:
     """Canonical method and metric names; any problem with ``cfg`` is a :class:`ConfigError`."""
     resolve_device(cfg.device)
-    check_fast_path(cfg.dtype, cfg.device)
+    check_fast_path(cfg.dtype, cfg.device, cfg.winograd)
     methods = list(dict.fromkeys(get_method_spec(m).name for m in cfg.methods)) or list_methods()
     metrics = list(dict.fromkeys(get_metric_spec(m).name for m in cfg.metrics)) or sorted(metric_specs())
     if not cfg.sizes or any(s <= 0 for s in cfg.sizes):
@@ -298,7 +298,8 @@ def _base_row(cell: Cell, cfg: RunConfig, h: str, device: torch.device) -> dict[
         "key": cell.key, "method": cell.method, "content": cell.content.name, "style": cell.style.name,
         "size": cell.size, "style_size": cell.style_size, "alpha": cell.alpha, "device": str(device),
         "seed": cell_seed(cfg.seed, cell.key), "config_hash": h, "weights": cfg.weights,
-        "dtype": cfg.dtype, "channels_last": cfg.channels_last, "compile": cfg.compile,
+        "dtype": cfg.dtype, "channels_last": cfg.channels_last, "winograd": cfg.winograd,
+        "compile": cfg.compile,
     }
 
 
@@ -324,8 +325,9 @@ def run_cell(
         policy, images.get(cell.content, cell.size), images.get(cell.style, cell.style_size)
     )
     row.update(input_policy=policy.describe(), content_input=_wxh(content), style_input=_wxh(style))
-    if isinstance(getattr(model, "fast_path", None), dict):  # the memory format prepare() resolved
+    if isinstance(getattr(model, "fast_path", None), dict):  # the fast path prepare() resolved
         row["channels_last"] = bool(model.fast_path["channels_last"])
+        row["winograd"] = bool(model.fast_path["winograd"])
     device = model.device
     _sync(device)
     t1 = time.perf_counter()
@@ -670,7 +672,8 @@ def _load(method: str, cfg: RunConfig, device: torch.device) -> tuple[Any, str |
     try:
         weights = get_method_spec(method).weights_kind(cfg.weights)
         kw = {"weights": weights, "weights_dir": cfg.weights_dir, "seed": cfg.seed, "device": device}
-        return prepare(load_method(method, **kw), cfg.dtype, cfg.channels_last, cfg.compile), None
+        model = load_method(method, **kw)
+        return prepare(model, cfg.dtype, cfg.channels_last, cfg.compile, cfg.winograd), None
     except SanetBenchError as e:
         return None, str(e)
     except Exception as e:

@@ -1,5 +1,5 @@
-"""The fast paths (``sanet_bench.method.prepare``): channels_last within each method's parity tolerance,
-bf16 returns float32 close to fp32, float64 methods keep their precision, runs record the path."""
+"""The fast paths (``sanet_bench.method.prepare``): channels_last and Winograd within each method's parity
+tolerance, bf16 returns float32 close to fp32, float64 methods keep their precision, runs record the path."""
 
 from __future__ import annotations
 
@@ -24,30 +24,40 @@ def _smallest_case(folder: str):
 FOLDERS = [p.name for p in sorted(PARITY.iterdir()) if p.is_dir()]
 
 
+@pytest.mark.parametrize("path", ["channels_last", "winograd"])
 @pytest.mark.parametrize("folder", FOLDERS)
-def test_channels_last_stays_within_the_parity_tolerance(folder, tmp_path):
+def test_fast_path_stays_within_the_parity_tolerance(folder, path, tmp_path):
     case = _smallest_case(folder)
     name, layout, kw = case_call(case)
     wdir = write_weights(PARITY / folder, tmp_path, layout)
     model = load_method(name, weights="official", weights_dir=wdir)
-    prepare(model, channels_last=True)
-    assert model.fast_path == {"dtype": "fp32", "channels_last": True, "compile": False}
+    prepare(model, channels_last=path == "channels_last", winograd=path == "winograd")
+    # MAST computes in float64, which NNPACK does not: its convolutions stay direct (nothing switched)
+    want = {"dtype": "fp32", "compile": False, "channels_last": path == "channels_last",
+            "winograd": path == "winograd" and name != "mast"}
+    assert model.fast_path == want
     assert_close_rel_max(model.stylize(case["content"], case["style"], **kw), case["expected"],
                          case.get("tol_rel_max", 1e-5))
 
 
-@pytest.mark.parametrize(("name", "expected"), [("adain", True), ("mast", False), ("gatys", False)])
-def test_cpu_default_memory_format_follows_the_method(name, expected):
-    """prepare()'s default: channels_last on CPU unless the method runs in float64 (MAST) or declares
-    otherwise (Gatys); an explicit channels_last still runs Gatys (L-BFGS needs a contiguous image)."""
+@pytest.mark.parametrize(
+    ("name", "winograd", "channels_last"),
+    [("adain", True, False), ("gatys", True, False), ("artflow-adain", False, True), ("mast", False, False)],
+)
+def test_cpu_default_fast_path_follows_the_method(name, winograd, channels_last):
+    """prepare()'s default on CPU: Winograd in fp32 (then no channels_last: it picks formats per layer);
+    channels_last instead where a method declares Winograd no faster (ArtFlow); neither for MAST (float64).
+    An explicit channels_last still runs Gatys (L-BFGS needs a contiguous image), and bf16 turns the
+    Winograd default off (NNPACK is float32 only)."""
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     opts = {"iters": 2} if name == "gatys" else {}
-    for flag, want in ((None, expected), (True, True)):
+    for flag, want in ((None, (winograd, channels_last)), (True, (winograd, True))):
         model = prepare(load_method(name, weights="random", seed=0), channels_last=flag)
-        assert model.fast_path["channels_last"] is want
-        if name != "mast":  # float64 at 64 px: seconds per call, and its parity tests run it
+        assert (model.fast_path["winograd"], model.fast_path["channels_last"]) == want
+        if name in ("adain", "gatys"):  # MAST: float64, seconds per call; both run in their parity tests
             out = model.stylize(x, x, **opts)
             assert out.shape == x.shape and torch.isfinite(out).all()
+    assert prepare(load_method(name, weights="random", seed=0), "bf16").fast_path["winograd"] is False
 
 
 def test_bf16_returns_float32_near_fp32():
@@ -73,6 +83,10 @@ def test_fp16_on_cpu_and_unknown_dtypes_are_one_line_errors():
     with pytest.raises(ConfigError, match="unknown dtype 'fp8'"):
         check_fast_path("fp8", "cpu")
     check_fast_path("bf16", "cpu")
+    for dtype, device in (("bf16", "cpu"), ("fp32", "cuda")):
+        with pytest.raises(ConfigError, match="--winograd is a CPU float32 path"):
+            check_fast_path(dtype, device, winograd=True)
+    check_fast_path("fp32", "cpu", winograd=True)
 
 
 def test_run_rows_record_the_fast_path_and_the_report_marks_it(tmp_path):
@@ -81,7 +95,7 @@ def test_run_rows_record_the_fast_path_and_the_report_marks_it(tmp_path):
     df = runner.run(cfg, grid=grid, progress=False).table
     assert list(df["status"]) == ["ok"]
     assert list(df["dtype"]) == ["bf16"] and list(df["channels_last"]) == [True]
-    assert list(df["compile"]) == [False]
+    assert list(df["compile"]) == [False] and list(df["winograd"]) == [False]  # bf16: no NNPACK
     assert fast_path_mark({"dtype": "bf16"}) == " [BF16, not fp32]"
     assert fast_path_mark({"dtype": "fp32"}) == fast_path_mark(None) == ""
     with pytest.raises(ConfigError, match="fp16 needs CUDA"):

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from sanet_bench import profiling
 from sanet_bench.config import RunConfig
 from sanet_bench.errors import ConfigError, UnknownNameError
+from sanet_bench.nn.winograd import use_winograd
 from sanet_bench.profiling import ProfileConfig, load_records, profile, read_records
 from sanet_bench.registry import get_method_spec
 from sanet_bench.sanet import SANet, attention
@@ -44,7 +45,8 @@ def test_in_process_records_have_consistent_statistics_stages_and_flops(tmp_path
         assert r["gflops_per_s"] == pytest.approx(r["flops"] / r["median_s"] / 1e9)
         assert r["peak_mem_bytes"] is None and "not measured" in r["peak_mem_convention"]
         assert r["env"]["cpu"] and r["env"]["threads"] == 1 and r["env"]["dtype"] == "fp32"
-        assert r["flags"] == {"channels_last": True, "compile": False}  # the CPU default, as resolved
+        # the CPU default, as resolved
+        assert r["flags"] == {"channels_last": False, "winograd": True, "compile": False}
     # convolutions dominate at these sizes: 4x the pixels is ~4x the FLOPs
     assert 3.9 < on_disk[1]["flops"] / on_disk[0]["flops"] < 4.5
 
@@ -54,6 +56,19 @@ def test_cpu_attention_flops_are_counted():
     with profiling._flop_counter() as fc:
         attention(f, g, g)
     assert fc.get_total_flops() == 2 * 2 * 40 * 24 * 8  # two matmuls, 2 FLOPs per multiply-add
+
+
+def test_winograd_convolutions_count_as_the_convolution_they_compute():
+    conv = torch.nn.Conv2d(64, 128, 3, padding=1)
+    x = torch.rand(1, 64, 40, 40)
+    counts = []
+    for switch in (False, True):
+        if switch and not use_winograd(conv):
+            pytest.skip("this torch build has no NNPACK")
+        with torch.inference_mode(), profiling._flop_counter() as fc:
+            conv(x)
+        counts.append(fc.get_total_flops())
+    assert counts[0] == counts[1] == 2 * 64 * 128 * 9 * 40 * 40
 
 
 def test_rss_peak_delta_sees_a_torch_allocation():
