@@ -337,6 +337,9 @@ def test_report_of_a_real_run(tmp_path):
     run_grid(cfg, progress=False)
     index = render(tmp_path / "run", tmp_path / "rep")
     assert (index.parent / "figures" / "comparison_64_p1.png").is_file()
+    # the CPU fp32 default, as each method's rows resolved it
+    md = (index.parent / "report.md").read_text()
+    assert "Winograd F(6x6,3x3) (NNPACK): sanet, adain, wct" in md
 
 
 def test_performance_table_has_a_device_column_when_a_profile_holds_several():
@@ -402,3 +405,18 @@ def test_report_shows_intervals_significance_and_set_metrics_per_size(tmp_path):
     assert "set-level metrics at 32 px" in sets and "set-level metrics at 48 px" in sets
     assert "| sanet | 1 | 4 | 42 |" in sets and "| sanet | 1 | 4 | 58 |" in sets
     assert "| – | fid: pt_inception.pth not found in W; run `sanet-bench weights pull` |" in sets
+
+
+def test_summary_names_each_method_s_convolution_path():
+    from sanet_bench.report.render import _conv_paths
+
+    df = pd.DataFrame({
+        "method": ["adain", "adain", "artflow-adain", "mast", "sanet"],
+        "winograd": [True, True, False, False, True],
+        "channels_last": [False, False, True, False, False],
+    })
+    assert _conv_paths(df) == (
+        "3x3 convolutions (outputs within the parity tolerances on each path): Winograd F(6x6,3x3) (NNPACK): "
+        "adain, sanet; direct, channels_last: artflow-adain; direct: mast"
+    )
+    assert _conv_paths(df.drop(columns="winograd")) is None  # a run from before the field: nothing claimed

@@ -113,6 +113,21 @@ def _section(title: str, parts: list[tuple[str, str]]) -> Section:
     return Section(title, "\n\n".join(m for m, _ in parts if m), "".join(h for _, h in parts))
 
 
+def _conv_paths(df: pd.DataFrame) -> str | None:
+    """Which convolution path each method's rows ran (as ``prepare`` resolved it; older runs: None)."""
+    if "winograd" not in df.columns:
+        return None
+    names = {"winograd": "Winograd F(6x6,3x3) (NNPACK)", "channels_last": "direct, channels_last",
+             "plain": "direct"}
+    groups: dict[str, list[str]] = {}
+    for method, rows in df.groupby("method", sort=False):
+        flags = [c for c in ("winograd", "channels_last") if c in rows and rows[c].eq(True).any()]
+        groups.setdefault(names[(flags or ["plain"])[0]], []).append(str(method))
+    return "3x3 convolutions (outputs within the parity tolerances on each path): " + "; ".join(
+        f"{path}: {', '.join(ms)}" for path, ms in groups.items()
+    )
+
+
 def _text(s: str) -> tuple[str, str]:
     return s, f"<p>{html.escape(s)}</p>"
 
@@ -222,6 +237,9 @@ def render(
         ))
     if manifest.get("encoder"):
         head.append(_text(f"VGG metrics computed with: {manifest['encoder']}"))
+    paths = _conv_paths(df)
+    if paths:
+        head.append(_text(paths))
     sections.append(_section("Summary", head))
     if not_run:
         sections.append(_section("Methods that could not run", [_tbl(tables.Table(
