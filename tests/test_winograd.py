@@ -62,11 +62,11 @@ def test_only_3x3_stride1_zero_padded_convolutions_are_switched():
     model = nn.Sequential(
         nn.Conv2d(64, 128, 3), nn.Conv2d(3, 3, 1), nn.Conv2d(64, 64, 3, stride=2),
         nn.Conv2d(64, 64, 3, padding=1, padding_mode="reflect"), nn.Conv2d(64, 64, 3, dilation=2),
-        nn.Conv2d(64, 64, 3, groups=2), nn.Conv2d(64, 64, 3, padding="same"),
+        nn.Conv2d(64, 64, 3, groups=2), nn.Conv2d(64, 64, 3, padding="same"), nn.Conv2d(64, 64, 3, padding=2),
     )
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert use_winograd(model) == 1
-    assert [type(m) is WinogradConv2d for m in model] == [True] + [False] * 6
+    assert [type(m) is WinogradConv2d for m in model] == [True] + [False] * 7
     after = model.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
 

@@ -8,13 +8,14 @@ src/convolution-inference.c ``select_algorithm``). Its error against the direct 
 method in docs/performance.md (every parity case stays within its tolerance).
 
 :func:`use_winograd` switches a model's eligible ``nn.Conv2d`` modules (3x3, stride 1, no dilation, one
-group, zero padding) to :class:`WinogradConv2d`: same parameters and state dict; the forward chooses per call,
-for float32 CPU inputs, by the per-layer measurements in docs/performance.md:
+group, zero padding of 0 or 1) to :class:`WinogradConv2d`: same parameters and state dict; the forward
+chooses per call, for float32 CPU inputs, by the per-layer measurements in docs/performance.md:
 
 * NNPACK where both sides have at least ``MIN_CHANNELS`` channels, one side more, and the output has at
-  least ``MIN_PIXELS`` pixels. 64 -> 64 layers stay direct: NNPACK holds its transformed output (64/36 of the
-  output) besides the output, so on a VGG the full-resolution 64-channel layers, which set a call's peak
-  memory, keep it; every NNPACK layer then peaks below them.
+  least ``MIN_PIXELS`` pixels. 64 -> 64 layers stay direct: on a VGG they are the full-resolution maps,
+  where NNPACK's workspace (transformed input, kernel and output tiles, 2-3 times the layer's output, which
+  torch keeps allocated for reuse) would cost most. The smaller layers' workspace still raises a call's
+  peak memory: measured in docs/performance.md.
 * oneDNN in channels_last for an RGB input layer (several times faster, and cheap to convert);
 * oneDNN in the input's own memory format otherwise (converting a large map costs more than it saves).
 
@@ -97,7 +98,7 @@ def eligible(module: nn.Module) -> bool:
         and module.dilation == (1, 1)
         and module.groups == 1
         and module.padding_mode == "zeros"
-        and not isinstance(module.padding, str)
+        and module.padding in ((0, 0), (0, 1), (1, 0), (1, 1))  # not "same"; the gradient pads 2 - p
     )
 
 
