@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from sanet_bench.config import DTYPES, ProfileConfig, RunConfig, presets
+from sanet_bench.config import CHANNELS_LAST_HELP, DTYPES, WINOGRAD_HELP, ProfileConfig, RunConfig, presets
 from sanet_bench.errors import SanetBenchError
 
 EPILOG = """\b
@@ -144,12 +144,8 @@ def methods_cmd() -> None:
     "--dtype", type=click.Choice(DTYPES), default="fp32", show_default=True,
     help="Computation dtype (fp16: CUDA; bf16: CPU or CUDA); the output is float32.",
 )
-@click.option("--winograd/--no-winograd", default=None,
-              help="3x3 convolutions through NNPACK's Winograd F(6x6,3x3) (CPU, fp32; outputs within the "
-              "parity tolerances) [default: on for CPU in fp32].")
-@click.option("--channels-last/--no-channels-last", default=None,
-              help="Model and inputs in channels_last memory format [default: on for CPU without Winograd, "
-              "off on CUDA].")
+@click.option("--winograd/--no-winograd", default=None, help=WINOGRAD_HELP)
+@click.option("--channels-last/--no-channels-last", default=None, help=CHANNELS_LAST_HELP)
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the method (slow first call).")
 @user_errors
 def stylize_cmd(

@@ -33,6 +33,11 @@ RESIZE_POLICIES = ("shorter", "longer", "exact", "multiple16", "none")
 DTYPES = ("fp32", "fp16", "bf16")
 BUDGETS = ("run", "profile", "full", "paper")
 BACKENDS = ("local", "ray")
+# The fast-path switches' help, one text for run, profile and stylize.
+WINOGRAD_HELP = ("3x3 convolutions through NNPACK's Winograd F(6x6,3x3) (CPU, fp32; outputs within the "
+                 "parity tolerances); unset: on for CPU in fp32 where the method measured faster.")
+CHANNELS_LAST_HELP = ("Model and inputs in channels_last memory format; unset: on for CPU without Winograd "
+                      "(faster convolutions, outputs within the parity tolerances), off on CUDA.")
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
@@ -61,11 +66,8 @@ class RunConfig:
     weights_dir: str | None = opt(None, "Folder with the official weight files under their official names.")
     device: str = opt("cpu", "cpu | cuda | cuda:N")
     dtype: str = opt("fp32", "Computation dtype (fp16: CUDA; bf16: CPU or CUDA).", choices=DTYPES)
-    winograd: bool | None = opt(None, "3x3 convolutions through NNPACK's Winograd F(6x6,3x3) (CPU, fp32; "
-                                "outputs within the parity tolerances); unset: on for CPU in fp32.")
-    channels_last: bool | None = opt(None, "Model and inputs in channels_last memory format; unset: on for "
-                                     "CPU without Winograd (faster convolutions, outputs within the parity "
-                                     "tolerances), off on CUDA.")
+    winograd: bool | None = opt(None, WINOGRAD_HELP)
+    channels_last: bool | None = opt(None, CHANNELS_LAST_HELP)
     compile: bool = opt(False, "torch.compile each method (slow first call per size).")
     seed: int = opt(0, "Seed for random weights and per-cell seeds.")
     metrics: list[str] = opt(factory=list, help="Comma-separated metrics; empty: every registered metric.")
@@ -97,11 +99,8 @@ class ProfileConfig:
     sizes: list[int] = opt(factory=lambda: [256, 512], help="Comma-separated sizes in px (content = style).")
     device: str = opt("cpu", "cpu | cuda | cuda:N")
     dtype: str = opt("fp32", "Computation dtype (fp16/bf16: CUDA; bf16 also on CPU).", choices=DTYPES)
-    winograd: bool | None = opt(None, "3x3 convolutions through NNPACK's Winograd F(6x6,3x3) (CPU, fp32; "
-                                "outputs within the parity tolerances); unset: on for CPU in fp32.")
-    channels_last: bool | None = opt(None, "Model and inputs in channels_last memory format; unset: on for "
-                                     "CPU without Winograd (faster convolutions, outputs within the parity "
-                                     "tolerances), off on CUDA.")
+    winograd: bool | None = opt(None, WINOGRAD_HELP)
+    channels_last: bool | None = opt(None, CHANNELS_LAST_HELP)
     compile: bool = opt(False, "torch.compile the method (its stages are then not split).")
     repeats: int = opt(5, "Timed calls per cell (at least 4 to compare runs); 0: memory and FLOPs only.")
     warmup: int = opt(1, "Untimed calls before timing.")

@@ -285,7 +285,7 @@ def _measure(cell: dict[str, Any]) -> dict[str, Any]:
         cell["method"], weights=cell["weights"], weights_dir=cell["weights_dir"], seed=cell["seed"],
         device=dev,
     )
-    prepare(model, cell["dtype"], cell["channels_last"], cell["compile"], cell.get("winograd"))
+    prepare(model, cell["dtype"], cell["channels_last"], cell["compile"], cell["winograd"])
     dtype, fmt = model.compute_dtype, model.memory_format
     g = torch.Generator().manual_seed(cell["seed"])
     size = int(cell["size"])
@@ -555,7 +555,7 @@ def _record(cell: dict[str, Any], measured: dict[str, Any], env: dict[str, Any],
     median, iqr = summarize(samples)
     flops = measured.get("flops")
     flags = {"channels_last": measured.get("channels_last", cell["channels_last"]),
-             "winograd": measured.get("winograd", cell.get("winograd")), "compile": cell["compile"]}
+             "winograd": measured.get("winograd", cell["winograd"]), "compile": cell["compile"]}
     rec_env = dict(env, threads=measured.get("threads", env["threads"]), dtype=cell["dtype"], flags=flags)
     return {
         "method": cell["method"],

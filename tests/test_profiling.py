@@ -282,8 +282,9 @@ def hog(monkeypatch):
 
 def _mem_cell(method: str, size: int, options: dict) -> dict:
     return {"method": method, "size": size, "device": "cpu", "dtype": "fp32", "channels_last": False,
-            "compile": False, "repeats": 0, "warmup": 0, "weights": "random", "weights_dir": None, "seed": 0,
-            "threads": 1, "options": options, "count_flops": False, "measure_cpu_mem": True}
+            "winograd": None, "compile": False, "repeats": 0, "warmup": 0, "weights": "random",
+            "weights_dir": None, "seed": 0, "threads": 1, "options": options, "count_flops": False,
+            "measure_cpu_mem": True}
 
 
 @pytest.mark.parametrize("mib", [64, 256])
