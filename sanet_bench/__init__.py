@@ -5,8 +5,9 @@ import os
 from .errors import SanetBenchError
 
 # OpenMP's idle threads sleep instead of spinning after each parallel region. NNPACK's Winograd convolutions
-# (nn/winograd.py) run on a thread pool of their own; spinning OpenMP threads take the cores it needs (AdaIN
-# at 256 px on 2 cores: 0.81 s spinning, 0.45 s passive; oneDNN's own paths measured the same either way).
+# (nn/winograd.py) run on a thread pool of their own; spinning OpenMP threads take the cores it needs (a VGG
+# encoder-decoder at 256 px on 2 cores: 0.81 s spinning, 0.45 s passive; oneDNN's own paths measured the
+# same either way).
 # libgomp reads it when torch is first imported, so it takes effect where sanet_bench is imported first (the
 # CLI, and every cell worker it starts); an explicit setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -178,7 +178,8 @@ def prepare(
     cpu = model.device.type == "cpu"
     if winograd is None:
         winograd = cpu and dtype == "fp32" and model.winograd_on_cpu
-    # float64 (MAST) never reaches NNPACK; use_winograd gives 0 without NNPACK or a 3x3 convolution
+    # a full_precision (float64) model never reaches NNPACK; use_winograd gives 0 without NNPACK or a
+    # 3x3 convolution
     winograd = bool(winograd) and not model.full_precision and use_winograd(model) > 0
     if channels_last is None:
         channels_last = cpu and model.channels_last_on_cpu and not model.full_precision and not winograd

@@ -19,9 +19,9 @@ chooses per call, for float32 CPU inputs, by the per-layer measurements in docs/
 * oneDNN in channels_last for an RGB input layer (several times faster, and cheap to convert);
 * oneDNN in the input's own memory format otherwise (converting a large map costs more than it saves).
 
-Autograd works through it (Gatys optimises its image): the input's gradient is NNPACK's too (the full
-correlation of the output's gradient with the flipped, transposed kernel: again a 3x3 stride-1 convolution);
-a weight's or bias's, where one is asked for, is torch's.
+Autograd works through it (for a method that optimises its image): the input's gradient is NNPACK's too
+(the full correlation of the output's gradient with the flipped, transposed kernel: again a 3x3 stride-1
+convolution); a weight's or bias's, where one is asked for, is torch's.
 """
 
 from __future__ import annotations
