@@ -543,6 +543,10 @@ def profile_cmd(config_path, out, **fields):
         mem = "-" if r["peak_mem_bytes"] is None else f"{r['peak_mem_bytes'] / 2**20:.0f} MiB"
         gfs = "-" if r["gflops_per_s"] is None else f"{r['gflops_per_s']:.1f}"
         stages = " ".join(f"{k} {v * 1000:.1f}" for k, v in r["stages"].items())
+        if r["median_s"] is None:  # --repeats 0: memory and FLOPs only
+            flops = "-" if r["flops"] is None else f"{r['flops'] / 1e9:.1f}"
+            click.echo(f"{r['method']:<11} {r['size']:>5}px  untimed  peak {mem:>9}  GFLOP {flops:>8}")
+            return
         click.echo(
             f"{r['method']:<11} {r['size']:>5}px  median {r['median_s'] * 1000:9.1f} ms"
             f"  IQR {r['iqr_s'] * 1000:7.1f} ms  peak {mem:>9}  GFLOP/s {gfs:>6}"

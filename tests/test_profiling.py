@@ -210,6 +210,12 @@ def test_cli_profile_writes_records_and_prints_each_cell(tmp_path):
     assert res.exit_code == 0, res.output
     assert "sanet" in res.output and "median" in res.output and "encode" in res.output
     assert len(read_records(out)) == 1
+    untimed = CliRunner().invoke(
+        main, ["profile", "--methods", "sanet", "--sizes", "64", "--repeats", "0", "--no-isolate",
+               "--threads", "1", "--out", str(tmp_path / "u")],
+    )
+    assert untimed.exit_code == 0, untimed.output
+    assert "untimed" in untimed.output and "GFLOP" in untimed.output and "median" not in untimed.output
     bad = CliRunner().invoke(main, ["profile", "--option", "iters=3", "--out", str(out)])
     assert bad.exit_code == 2 and "METHOD.KEY=VALUE" in bad.output
 
