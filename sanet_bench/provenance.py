@@ -37,9 +37,10 @@ def _git(*args: str) -> str | None:
 
 
 def git_commit() -> str | None:
-    """The commit of the source tree this package runs from, or None outside a git checkout."""
+    """The commit of the source tree this package runs from; outside a git checkout (a copied tree on a
+    remote machine), the commit named by ``SANET_BENCH_COMMIT``, else None."""
     sha = _git("rev-parse", "HEAD")
-    return sha or None
+    return sha or os.environ.get("SANET_BENCH_COMMIT") or None
 
 
 def git_dirty() -> bool | None:
@@ -124,6 +125,9 @@ def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
         "gpu": gpu,
         "gpu_memory_bytes": gpu_memory,
         "driver": nvidia_driver() if dev.type == "cuda" else None,
+        # torch's defaults: cuDNN convolutions in TF32 (10-bit mantissa), float32 matmuls in full float32
+        "tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}
+        if on_cuda else None,
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),

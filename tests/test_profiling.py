@@ -227,12 +227,17 @@ def test_cuda_cell_times_with_events_and_reports_allocator_peak(tmp_path):
     assert not r["isolated"] and r["peak_mem_convention"] == profiling.MEM_CUDA
     assert r["peak_mem_bytes"] > 0 and set(r["stages"]) == {"encode", "transform", "decode"}
     assert r["env"]["gpu"] and sum(r["stages"].values()) <= max(r["samples_s"]) * 1.05
+    assert r["env"]["tf32"] == {"cudnn": torch.backends.cudnn.allow_tf32,
+                                "matmul": torch.backends.cuda.matmul.allow_tf32}
 
 
 @cuda
 def test_cuda_real_oom_is_recorded(tmp_path):
-    # 16384 px: relu1_1 alone is 64 GiB in float32, beyond any single GPU here
-    recs = profile(_cfg(device="cuda", sizes=[64, 16384, 20000], repeats=1, count_flops=False), tmp_path)
+    # the smallest multiple of 1024 px whose relu1_1 (64 float32 channels) alone exceeds the card's memory
+    # (a size that merely fills it could fit and then run attention for minutes)
+    total = torch.cuda.get_device_properties(0).total_memory
+    big = 1024 * (int((total / (64 * 4)) ** 0.5) // 1024 + 1)
+    recs = profile(_cfg(device="cuda", sizes=[64, big, big + 1024], repeats=1, count_flops=False), tmp_path)
     assert [r["status"] for r in recs] == ["ok", "oom", "skipped-after-oom"]
 
 
@@ -317,6 +322,16 @@ def test_environment_lists_each_version_once_and_cuda_only_when_used(monkeypatch
 
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     env = environment("cpu")
-    assert env["cuda"] == "CUDA build 13.0, not used" and env["cudnn"] is None
+    assert env["cuda"] == "CUDA build 13.0, not used" and env["cudnn"] is None and env["tf32"] is None
     assert not set(env["versions"]) & {"torch", "torchvision", "sanet-bench"}
     assert env["torch"] == torch.__version__
+
+
+def test_commit_outside_git_comes_from_the_environment(monkeypatch):
+    from sanet_bench import provenance
+
+    monkeypatch.setattr(provenance, "_git", lambda *args: None)  # a copied tree without .git
+    monkeypatch.delenv("SANET_BENCH_COMMIT", raising=False)
+    assert provenance.git_commit() is None and provenance.git_dirty() is None
+    monkeypatch.setenv("SANET_BENCH_COMMIT", "0123abc")
+    assert provenance.environment("cpu")["commit"] == "0123abc"
