@@ -168,7 +168,7 @@ def stylize_files(
         if value is not None and value < least:
             raise ConfigError(f"{flag} {value} is under {spec.name}'s minimum of {least} px; e.g. {flag} 512")
     alpha, _ = check_call(spec, alpha, dict(options or {}))
-    check_fast_path(dtype, device, winograd)
+    check_fast_path(dtype, device, winograd, compile)
     dev = resolve_device(device)
     c_wh = probe(content)
     require_min_side(content, c_wh, spec.min_size, spec.name)

@@ -35,7 +35,8 @@ BUDGETS = ("run", "profile", "full", "paper")
 BACKENDS = ("local", "ray")
 # The fast-path switches' help, one text for run, profile and stylize.
 WINOGRAD_HELP = ("3x3 convolutions through NNPACK's Winograd F(6x6,3x3) (CPU, fp32; outputs within the "
-                 "parity tolerances); unset: on for CPU in fp32 where the method measured faster.")
+                 "parity tolerances); unset: on for CPU in fp32 without --compile where the method measured "
+                 "faster.")
 CHANNELS_LAST_HELP = ("Model and inputs in channels_last memory format; unset: on for CPU without Winograd "
                       "(faster convolutions, outputs within the parity tolerances), off on CUDA.")
 

@@ -136,9 +136,11 @@ def _check_image(x: Tensor, what: str, min_size: int) -> Tensor:
     return x
 
 
-def check_fast_path(dtype: str, device: str | torch.device, winograd: bool | None = None) -> None:
+def check_fast_path(
+    dtype: str, device: str | torch.device, winograd: bool | None = None, compile: bool = False
+) -> None:
     """Raise :class:`ConfigError` for a dtype that is unknown or not supported on ``device``, or Winograd
-    asked for where it does not run (CUDA, or a dtype other than fp32)."""
+    asked for where it does not run (CUDA, a dtype other than fp32, or with ``compile``)."""
     if dtype not in TORCH_DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if dtype == "fp16" and torch.device(device).type != "cuda":
@@ -150,6 +152,11 @@ def check_fast_path(dtype: str, device: str | torch.device, winograd: bool | Non
         raise ConfigError(
             f"--winograd is a CPU float32 path (NNPACK); it does not run on {device} in {dtype}: "
             "drop --winograd or use --device cpu --dtype fp32"
+        )
+    if winograd and compile:
+        raise ConfigError(
+            "--winograd and --compile do not combine: torch.compile cannot trace NNPACK's convolution; "
+            "drop one of them (--compile alone uses oneDNN's convolutions)"
         )
 
 
@@ -166,18 +173,18 @@ def prepare(
     float64 steps a method's reference needs (WCT, Avatar-Net's decorator) stay float64, and a
     ``full_precision`` method (MAST) is left in its own precision. ``winograd``: the 3x3 convolutions through
     NNPACK's Winograd F(6x6,3x3) (:mod:`sanet_bench.nn.winograd`; CPU, fp32; never for a ``full_precision``
-    method); None (the default): on for a method with ``winograd_on_cpu``, on CPU in fp32 where torch has
-    NNPACK.
+    method; not with ``compile``); None (the default): on for a method with ``winograd_on_cpu``, on CPU in
+    fp32 without ``compile`` where torch has NNPACK.
     ``channels_last``: weights and inputs in that memory format; None: on CPU for a method with
     ``channels_last_on_cpu`` that is not ``full_precision`` (oneDNN has no float64 convolutions) and runs
     without Winograd (which keeps its own formats per layer), off elsewhere. The outputs stay within the
     parity tolerances on every path in fp32. ``compile``: ``torch.compile`` of ``_stylize`` (its stages are
     then not split). ``model.fast_path`` records the choice as resolved.
     """
-    check_fast_path(dtype, model.device, winograd)
+    check_fast_path(dtype, model.device, winograd, compile)
     cpu = model.device.type == "cpu"
     if winograd is None:
-        winograd = cpu and dtype == "fp32" and model.winograd_on_cpu
+        winograd = cpu and dtype == "fp32" and not compile and model.winograd_on_cpu
     # a full_precision (float64) model never reaches NNPACK; use_winograd gives 0 without NNPACK or a
     # 3x3 convolution
     winograd = bool(winograd) and not model.full_precision and use_winograd(model) > 0

@@ -444,7 +444,7 @@ def _validate(cfg: ProfileConfig) -> list[str]:
     from .api import list_methods, resolve_device
     from .registry import get_method_spec
 
-    check_fast_path(cfg.dtype, cfg.device, cfg.winograd)
+    check_fast_path(cfg.dtype, cfg.device, cfg.winograd, cfg.compile)
     if not cfg.sizes or any(s <= 0 for s in cfg.sizes):
         raise ConfigError(f"sizes must be positive pixel counts, got {cfg.sizes}; e.g. --sizes 256,512")
     if cfg.repeats < 0 or cfg.warmup < 0:

@@ -154,7 +154,7 @@ def output_path(cell: Cell) -> Path:
 def validate(cfg: RunConfig) -> tuple[list[str], list[str]]:
     """Canonical method and metric names; any problem with ``cfg`` is a :class:`ConfigError`."""
     resolve_device(cfg.device)
-    check_fast_path(cfg.dtype, cfg.device, cfg.winograd)
+    check_fast_path(cfg.dtype, cfg.device, cfg.winograd, cfg.compile)
     methods = list(dict.fromkeys(get_method_spec(m).name for m in cfg.methods)) or list_methods()
     metrics = list(dict.fromkeys(get_metric_spec(m).name for m in cfg.metrics)) or sorted(metric_specs())
     if not cfg.sizes or any(s <= 0 for s in cfg.sizes):

@@ -58,6 +58,18 @@ def test_cpu_default_fast_path_follows_the_method(name, winograd, channels_last)
             out = model.stylize(x, x, **opts)
             assert out.shape == x.shape and torch.isfinite(out).all()
     assert prepare(load_method(name, weights="random", seed=0), "bf16").fast_path["winograd"] is False
+    # torch.compile cannot trace NNPACK's convolution: compiling turns the default off
+    assert prepare(load_method(name, weights="random", seed=0), compile=True).fast_path["winograd"] is False
+
+
+def test_compiled_cpu_default_matches_eager():
+    g = torch.Generator().manual_seed(0)
+    c, s = torch.rand(1, 3, 64, 64, generator=g), torch.rand(1, 3, 64, 64, generator=g)
+    eager = prepare(load_method("adain", weights="random", seed=1)).stylize(c, s)
+    compiled = prepare(load_method("adain", weights="random", seed=1), compile=True)
+    # without Winograd the CPU default is channels_last
+    assert compiled.fast_path == {"dtype": "fp32", "channels_last": True, "compile": True, "winograd": False}
+    assert_close_rel_max(compiled.stylize(c, s), eager, 1e-4)
 
 
 def test_bf16_returns_float32_near_fp32():
@@ -87,6 +99,8 @@ def test_fp16_on_cpu_and_unknown_dtypes_are_one_line_errors():
         with pytest.raises(ConfigError, match="--winograd is a CPU float32 path"):
             check_fast_path(dtype, device, winograd=True)
     check_fast_path("fp32", "cpu", winograd=True)
+    with pytest.raises(ConfigError, match="--winograd and --compile do not combine"):
+        check_fast_path("fp32", "cpu", winograd=True, compile=True)
 
 
 def test_run_rows_record_the_fast_path_and_the_report_marks_it(tmp_path):
