@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Everything a lent GPU checks, as one prepared call (a lease is short: each part has a time limit and the
+# parts run most-wanted first):
+#   1. the CUDA tests (parity of every method on CUDA, profiler events and peak memory, a real out-of-memory
+#      cell, bf16/fp16 channels_last, --compile), which skip where no GPU is present
+#   2. the error of each fast path on CUDA (fp32, bf16, bf16 + channels_last, fp16) against the parity
+#      fixtures: benchmarks/fast_path_error.py
+#   3. a grid run on CUDA whose larger size cannot fit on the card: it must become a failure row saying
+#      "out of memory" and the run must go on (exit 1, the other cells ok)
+#   4. the sweep, benchmarks/gpu_sweep.sh, with what is left of the budget
+# Usage, from the repository root on the GPU machine (the package importable: pip install -e . or
+# PYTHONPATH=.):
+#
+#   CHECK_OUT=/tmp/gpu-check BUDGET_S=540 bash benchmarks/gpu_check.sh
+#
+# Writes into CHECK_OUT: check.log (everything printed), fast_path_error_cuda.txt, and sweep/ (the sweep's
+# profile runs, summary.txt, sweep.png; copy it to benchmarks/results/<gpu-name>/ and commit it).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+CHECK_OUT=${CHECK_OUT:?set CHECK_OUT to the folder for the logs and results}
+BUDGET_S=${BUDGET_S:-540}
+mkdir -p "$CHECK_OUT"
+exec > >(tee -a "$CHECK_OUT/check.log") 2>&1
+start=$(date +%s)
+left() { echo $((BUDGET_S - ($(date +%s) - start))); }
+part() { echo; echo "== $1 ($(date -u +%H:%M:%S), $(left) s of the budget left)"; }
+
+part "0. machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu --format=csv
+$PY -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', \
+torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'gpu', torch.cuda.get_device_name(0))"
+
+part "1. CUDA tests"
+timeout -s INT -k 10 "${CAP_TESTS_S:-120}" $PY -m pytest -q -p no:cacheprovider -rs \
+    -k "cuda or device_copies" tests/baselines tests/test_profiling.py tests/test_metrics.py
+echo "pytest exit: $?"
+
+part "2. fast-path error on CUDA"
+timeout -s INT -k 10 "${CAP_ERROR_S:-60}" $PY benchmarks/fast_path_error.py --device cuda \
+    --paths fp32,bf16,bf16+cl,fp16 | tee "$CHECK_OUT/fast_path_error_cuda.txt"
+echo "fast_path_error exit: ${PIPESTATUS[0]}"
+
+part "3. grid run on CUDA with a size past the card's memory"
+big=$($PY -c "import torch; t = torch.cuda.get_device_properties(0).total_memory; \
+print(1024 * (int((t / 256) ** 0.5) // 1024 + 1))")
+grid=$(mktemp -d)
+timeout -s INT -k 10 "${CAP_GRID_S:-60}" $PY cli.py run --device cuda --methods sanet,adain --weights random \
+    --sizes "256,$big" --max-pairs 1 --metrics content_loss,style_loss,ssim --no-references --no-profile \
+    --no-report --no-progress --out "$grid/run"
+echo "run exit: $? (1 expected: the $big px cells fail, the 256 px cells do not)"
+$PY - "$grid/run" <<'EOF'
+import sys
+
+from sanet_bench.results import load
+
+df = load(sys.argv[1])
+print(df[["method", "size", "status", "error"]].to_string(index=False, max_colwidth=110))
+EOF
+
+part "4. sweep"
+BUDGET_S=$(($(left) - 25)) SWEEP_OUT="$CHECK_OUT/sweep" PY=$PY bash benchmarks/gpu_sweep.sh
+echo "sweep exit: $?; total $(($(date +%s) - start)) s"
