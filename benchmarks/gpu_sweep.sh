@@ -14,8 +14,9 @@
 #                        the method reaches that size and what it allocates
 #   fp32-compile, bf16-compile   COMPILE_SIZES x COMPILE_METHODS with --compile (a compile per shape costs tens
 #                        of seconds)
-# MAST runs in float64 whatever --dtype says (its module says why): it is left out of the bf16 steps, and its
-# quadratic float64 kNN alignment keeps it at SIZES_FULL_PRECISION (at most 2048 px) in the big step.
+#   mast, mast-big       MAST runs in float64 whatever --dtype says (its module says why), so it has no bf16
+#                        step; its quadratic float64 kNN alignment keeps it below SIZES_FULL_PRECISION (2048 px)
+#                        with REPEATS calls, and at that size with one call.
 # Each (method, size) is one cell; an out-of-memory size is a recorded result and the method's larger sizes
 # in that step are skipped (the profiler's rule), so every step finishes. With BUDGET_S set, a step still
 # running when its share (its cap below, or what is left) is spent is interrupted: the cells it finished stay
@@ -31,7 +32,7 @@ BIG_SIZES=${BIG_SIZES:-4096}
 METHODS=${METHODS:-sanet,adain,wct,avatar-net,stytr2,adaattn,cast,lst,lst-r31,artflow-adain,artflow-wct,gatys,mast,magenta}
 BIG_METHODS=${BIG_METHODS:-sanet,stytr2,adaattn,avatar-net,adain,wct,cast,lst,lst-r31,artflow-adain,artflow-wct,gatys}
 SIZES_FULL_PRECISION=${SIZES_FULL_PRECISION:-2048}
-COMPILE_METHODS=${COMPILE_METHODS:-sanet,adain}
+COMPILE_METHODS=${COMPILE_METHODS:-adain,sanet}
 COMPILE_SIZES=${COMPILE_SIZES:-512}
 REPEATS=${REPEATS:-5}
 BUDGET_S=${BUDGET_S:-0}
@@ -76,19 +77,17 @@ has() {  # has LIST NAME: NAME is in the comma-separated LIST
 main=$(without "$METHODS" mast)
 big=$(without "$BIG_METHODS" mast)
 below=$(echo "$SIZES" | tr , '\n' | awk -v m="$SIZES_FULL_PRECISION" '$1 < m' | paste -sd, -)
-step fp32 "${CAP_MAIN_S:-150}" --dtype fp32 --sizes "$SIZES" --repeats "$REPEATS" --methods "$main"
-if has "$METHODS" mast && [ -n "$below" ]; then
-    step mast "${CAP_MAST_S:-60}" --dtype fp32 --sizes "$below" --repeats "$REPEATS" --methods mast
-fi
-step bf16 "${CAP_MAIN_S:-100}" --dtype bf16 --sizes "$SIZES" --repeats "$REPEATS" --no-count-flops --methods "$main"
 one_call=(--repeats 1 --warmup 0 --no-count-flops)
+step fp32 "${CAP_FP32_S:-150}" --dtype fp32 --sizes "$SIZES" --repeats "$REPEATS" --methods "$main"
+step bf16 "${CAP_BF16_S:-100}" --dtype bf16 --sizes "$SIZES" --repeats "$REPEATS" --no-count-flops --methods "$main"
 step fp32-big "${CAP_BIG_S:-110}" --dtype fp32 --sizes "$BIG_SIZES" "${one_call[@]}" --methods "$big"
-if has "$METHODS" mast; then
-    step mast-big "${CAP_MAST_S:-40}" --dtype fp32 --sizes "$SIZES_FULL_PRECISION" "${one_call[@]}" --methods mast
-fi
-step bf16-big "${CAP_BIG_S:-60}" --dtype bf16 --sizes "$BIG_SIZES" "${one_call[@]}" --methods "$big"
+step bf16-big "${CAP_BIG_BF16_S:-60}" --dtype bf16 --sizes "$BIG_SIZES" "${one_call[@]}" --methods "$big"
 for dtype in fp32 bf16; do
-    step "$dtype-compile" "${CAP_COMPILE_S:-90}" --dtype "$dtype" --compile --sizes "$COMPILE_SIZES" \
+    step "$dtype-compile" "${CAP_COMPILE_S:-60}" --dtype "$dtype" --compile --sizes "$COMPILE_SIZES" \
         --repeats "$REPEATS" --no-count-flops --methods "$(without "$COMPILE_METHODS" mast)"
 done
+if has "$METHODS" mast; then
+    [ -n "$below" ] && step mast "${CAP_MAST_S:-60}" --dtype fp32 --sizes "$below" --repeats "$REPEATS" --methods mast
+    step mast-big "${CAP_MAST_S:-40}" --dtype fp32 --sizes "$SIZES_FULL_PRECISION" "${one_call[@]}" --methods mast
+fi
 $PY benchmarks/sweep_summary.py "$out"
