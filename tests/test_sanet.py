@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import PARITY, assert_close_rel_max, assert_losses_close, load_case, parity_cases
+from conftest import PARITY, assert_close_rel_max, assert_losses_close, load_case, no_tf32, parity_cases
 from parity_weights import read_layout, rebuild_all
 
 from sanet_bench import load_method
@@ -39,6 +39,24 @@ def test_chunked_attention_equals_full_softmax():
     full = torch.bmm(v, torch.softmax(torch.bmm(f.transpose(1, 2), k), dim=-1).transpose(1, 2))
     for chunk in (23, 50, 10**6):  # 1, 2 and all 37 queries per chunk
         torch.testing.assert_close(attention(f, k, v, chunk_elements=chunk), full, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(("dim", "unchunked"), [(64, True), (512, False)])
+def test_cuda_attention_matches_float64(dim, unchunked, monkeypatch):
+    """Head dim 64: one flash / memory-efficient call; 512: query chunks; both softmax(q k^T / sqrt(d)) v."""
+    from sanet_bench.nn import attention as att
+
+    calls = []
+    linear = att._linear_memory_attention
+    monkeypatch.setattr(att, "_linear_memory_attention", lambda *a: calls.append(1) or linear(*a))
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 4, n, dim, generator=g) for n in (3000, 2000, 2000))
+    want = torch.softmax(q.double() @ k.double().transpose(-1, -2) / dim**0.5, -1) @ v.double()
+    with no_tf32():
+        got = att.chunked_attention(q.cuda(), k.cuda(), v.cuda(), chunk_elements=1 << 20)
+    assert (got.double().cpu() - want).abs().max() / want.abs().max() < 1e-4
+    assert bool(calls) is unchunked
 
 
 def test_odd_relu4_sizes_work_and_even_sizes_unchanged():

@@ -1,18 +1,24 @@
-"""Attention over feature maps in query chunks: peak memory linear in the number of query positions.
+"""Attention over feature maps with peak memory linear in the number of query positions.
 
 The references (SANet, StyTr2, AdaAttN) build the full [queries x keys] matrix; this computes the same
-``softmax(scale * q k^T) v`` one chunk of queries at a time with ``scaled_dot_product_attention``, so a
-2048 px content never materialises it.
+``softmax(scale * q k^T) v`` without it, so a 4096 px content fits on one GPU: on CUDA with a head dim of at
+most 128, one call of the flash or memory-efficient ``scaled_dot_product_attention`` kernel (neither holds the
+matrix; small query chunks would leave most of the GPU idle); otherwise one chunk of queries at a time.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # Elements of one attention chunk (queries x keys): 2**24 floats = 64 MiB in float32.
 ATTENTION_CHUNK_ELEMENTS = 1 << 24
+# Head dims up to which the CUDA flash / memory-efficient kernels run unchunked (where they are tuned).
+LINEAR_MEMORY_MAX_HEAD_DIM = 128
 
 
 def chunked_attention(
@@ -24,6 +30,10 @@ def chunked_attention(
     ``scale`` defaults to ``1/sqrt(D)`` (as ``scaled_dot_product_attention``); the leading dims are batch
     and heads. Queries are processed ``chunk_elements // (Lk * heads)`` at a time.
     """
+    if q.is_cuda and max(q.shape[-1], v.shape[-1]) <= LINEAR_MEMORY_MAX_HEAD_DIM:
+        out = _linear_memory_attention(q, k, v, scale)
+        if out is not None:
+            return out
     heads = q[..., 0, 0].numel() // max(1, q.shape[0])
     step = max(1, chunk_elements // max(1, k.shape[-2] * max(1, heads)))
     if step >= q.shape[-2]:
@@ -33,6 +43,21 @@ def chunked_attention(
          for i in range(0, q.shape[-2], step)],
         dim=-2,
     )
+
+
+def _linear_memory_attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor | None:
+    """One call of a flash or memory-efficient kernel; None where neither takes these inputs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # each kernel that declines warns why
+        try:
+            with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
+                return F.scaled_dot_product_attention(q, k, v, scale=scale)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as e:
+            if "No available kernel" not in str(e):
+                raise
+            return None
 
 
 def attention(f: Tensor, g: Tensor, h: Tensor, chunk_elements: int = ATTENTION_CHUNK_ELEMENTS) -> Tensor:
