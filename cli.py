@@ -15,7 +15,15 @@ from pathlib import Path
 
 import click
 
-from sanet_bench.config import CHANNELS_LAST_HELP, DTYPES, WINOGRAD_HELP, ProfileConfig, RunConfig, presets
+from sanet_bench.config import (
+    CHANNELS_LAST_HELP,
+    DTYPE_HELP,
+    DTYPES,
+    WINOGRAD_HELP,
+    ProfileConfig,
+    RunConfig,
+    presets,
+)
 from sanet_bench.errors import SanetBenchError
 
 EPILOG = """\b
@@ -142,7 +150,7 @@ def methods_cmd() -> None:
 )
 @click.option(
     "--dtype", type=click.Choice(DTYPES), default="fp32", show_default=True,
-    help="Computation dtype (fp16: CUDA; bf16: CPU or CUDA); the output is float32.",
+    help=DTYPE_HELP,
 )
 @click.option("--winograd/--no-winograd", default=None, help=WINOGRAD_HELP)
 @click.option("--channels-last/--no-channels-last", default=None, help=CHANNELS_LAST_HELP)

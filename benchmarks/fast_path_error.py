@@ -9,7 +9,7 @@ A plain script over the parity fixtures (``tests/fixtures/parity/``, weights reb
 Error = max|out - expected| / max|expected| (the parity tests' measure; their tolerance is printed next to
 it). Paths: ``fp32`` (the plain path, for reference), ``fp32+wino`` (NNPACK's Winograd 3x3 convolutions),
 ``fp32+cl`` (channels_last), ``bf16``, ``bf16+cl``,
-``fp16`` (CUDA only: CPU fp16 kernels are missing or slow, so ``--device cpu`` skips it).
+``fp16`` and ``tf32`` (CUDA only: ``--device cpu`` skips them). ``fp32`` is full float32 on CUDA too.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from sanet_bench.method import prepare  # noqa: E402
 
 PARITY = ROOT / "tests" / "fixtures" / "parity"
 PATHS = {"fp32": ("fp32", False, False), "fp32+wino": ("fp32", False, True), "fp32+cl": ("fp32", True, False),
-         "bf16": ("bf16", False, False), "bf16+cl": ("bf16", True, False), "fp16": ("fp16", False, False)}
+         "bf16": ("bf16", False, False), "bf16+cl": ("bf16", True, False), "fp16": ("fp16", False, False),
+         "tf32": ("tf32", False, False)}
+CUDA_ONLY = ("fp16", "tf32")
 
 
 def rel_error(out: torch.Tensor, expected: torch.Tensor) -> float:
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     folders = sorted(p.name for p in PARITY.iterdir() if p.is_dir())
     if args.methods:
         folders = [f for f in folders if f in args.methods.split(",")]
-    paths = [p for p in args.paths.split(",") if not (p == "fp16" and args.device == "cpu")]
+    paths = [p for p in args.paths.split(",") if not (p in CUDA_ONLY and args.device == "cpu")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for folder in folders:

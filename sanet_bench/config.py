@@ -30,10 +30,12 @@ T = TypeVar("T")
 # The vocabularies of the options, here in the lowest layer so the CLI's help lists them without torch.
 WEIGHT_KINDS = ("auto", "official", "demo", "random")
 RESIZE_POLICIES = ("shorter", "longer", "exact", "multiple16", "none")
-DTYPES = ("fp32", "fp16", "bf16")
+DTYPES = ("fp32", "fp16", "bf16", "tf32")
 BUDGETS = ("run", "profile", "full", "paper")
 BACKENDS = ("local", "ray")
 # The fast-path switches' help, one text for run, profile and stylize.
+DTYPE_HELP = ("Computation dtype: fp32 (full float32, also on CUDA), bf16 (CPU or CUDA), fp16 or tf32 "
+              "(float32 with TF32 convolutions and matmuls; CUDA); the output is float32.")
 WINOGRAD_HELP = ("3x3 convolutions through NNPACK's Winograd F(6x6,3x3) (CPU, fp32; outputs within the "
                  "parity tolerances); unset: on for CPU in fp32 without --compile where the method measured "
                  "faster.")
@@ -66,7 +68,7 @@ class RunConfig:
                        "latency work only, never quality.", choices=WEIGHT_KINDS)
     weights_dir: str | None = opt(None, "Folder with the official weight files under their official names.")
     device: str = opt("cpu", "cpu | cuda | cuda:N")
-    dtype: str = opt("fp32", "Computation dtype (fp16: CUDA; bf16: CPU or CUDA).", choices=DTYPES)
+    dtype: str = opt("fp32", DTYPE_HELP, choices=DTYPES)
     winograd: bool | None = opt(None, WINOGRAD_HELP)
     channels_last: bool | None = opt(None, CHANNELS_LAST_HELP)
     compile: bool = opt(False, "torch.compile each method (slow first call per size).")
@@ -99,7 +101,7 @@ class ProfileConfig:
     methods: list[str] = opt(factory=list, help="Comma-separated method names; empty: every registered one.")
     sizes: list[int] = opt(factory=lambda: [256, 512], help="Comma-separated sizes in px (content = style).")
     device: str = opt("cpu", "cpu | cuda | cuda:N")
-    dtype: str = opt("fp32", "Computation dtype (fp16/bf16: CUDA; bf16 also on CPU).", choices=DTYPES)
+    dtype: str = opt("fp32", DTYPE_HELP, choices=DTYPES)
     winograd: bool | None = opt(None, WINOGRAD_HELP)
     channels_last: bool | None = opt(None, CHANNELS_LAST_HELP)
     compile: bool = opt(False, "torch.compile the method (its stages are then not split).")

@@ -26,10 +26,12 @@ from torch import Tensor, nn
 
 from .config import DTYPES
 from .errors import ConfigError, ImageError
+from .nn.precision import cuda_tf32
 from .nn.winograd import use_winograd
 from .registry import MethodSpec
 
-TORCH_DTYPES = dict(zip(DTYPES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
+# tf32: float32 tensors, TF32 arithmetic in cuDNN convolutions and matmuls (sanet_bench.nn.precision)
+TORCH_DTYPES = dict(zip(DTYPES, (torch.float32, torch.float16, torch.bfloat16, torch.float32), strict=True))
 
 
 class Method(nn.Module):
@@ -93,7 +95,8 @@ class Method(nn.Module):
         style = style.to(dev, dtype).contiguous(memory_format=fmt)
         if style.shape[0] != content.shape[0]:
             style = style.expand(content.shape[0], -1, -1, -1)
-        with torch.no_grad() if self.uses_autograd else torch.inference_mode():
+        grad = torch.no_grad() if self.uses_autograd else torch.inference_mode()
+        with grad, cuda_tf32(dev, self.fast_path["dtype"] == "tf32"):
             out = self._stylize(content, style, alpha, **opts)
         return out[..., : content.shape[-2], : content.shape[-1]].float()
 
@@ -148,6 +151,11 @@ def check_fast_path(
             f"dtype fp16 needs CUDA (half-precision kernels on {device} are missing or slow); "
             "use --dtype bf16 on CPU or --device cuda"
         )
+    if dtype == "tf32" and torch.device(device).type != "cuda":
+        raise ConfigError(
+            f"dtype tf32 needs CUDA (TF32 is a mode of NVIDIA's tensor cores, not of {device}); "
+            "use --dtype fp32 or bf16, or --device cuda"
+        )
     if winograd and (torch.device(device).type != "cpu" or dtype != "fp32"):
         raise ConfigError(
             f"--winograd is a CPU float32 path (NNPACK); it does not run on {device} in {dtype}: "
@@ -169,12 +177,13 @@ def prepare(
 ) -> Method:
     """Set a loaded ``model`` up for a fast path, in place, and return it.
 
-    ``dtype`` (fp32 | bf16 | fp16 on CUDA): weights and inputs in that dtype, the output back in float32;
-    float64 steps a method's reference needs (WCT, Avatar-Net's decorator) stay float64, and a
-    ``full_precision`` method (MAST) is left in its own precision. ``winograd``: the 3x3 convolutions through
-    NNPACK's Winograd F(6x6,3x3) (:mod:`sanet_bench.nn.winograd`; CPU, fp32; never for a ``full_precision``
-    method; not with ``compile``); None (the default): on for a method with ``winograd_on_cpu``, on CPU in
-    fp32 without ``compile`` where torch has NNPACK.
+    ``dtype`` (fp32 | bf16 | fp16 or tf32 on CUDA): weights and inputs in that dtype, the output back in
+    float32; fp32 is full float32 on CUDA too, tf32 float32 tensors with TF32 convolutions and matmuls
+    (:mod:`sanet_bench.nn.precision`); float64 steps a method's reference needs (WCT, Avatar-Net's
+    decorator) stay float64, and a ``full_precision`` method (MAST) is left in its own precision.
+    ``winograd``: the 3x3 convolutions through NNPACK's Winograd F(6x6,3x3) (:mod:`sanet_bench.nn.winograd`;
+    CPU, fp32; never for a ``full_precision`` method; not with ``compile``); None (the default): on for a
+    method with ``winograd_on_cpu``, on CPU in fp32 without ``compile`` where torch has NNPACK.
     ``channels_last``: weights and inputs in that memory format; None: on CPU for a method with
     ``channels_last_on_cpu`` that is not ``full_precision`` (oneDNN has no float64 convolutions) and runs
     without Winograd (which keeps its own formats per layer), off elsewhere. The outputs stay within the

@@ -125,9 +125,6 @@ def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
         "gpu": gpu,
         "gpu_memory_bytes": gpu_memory,
         "driver": nvidia_driver() if dev.type == "cuda" else None,
-        # torch's defaults: cuDNN convolutions in TF32 (10-bit mantissa), float32 matmuls in full float32
-        "tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}
-        if on_cuda else None,
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
 import torch
+
+from sanet_bench.nn.precision import tf32
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PARITY = FIXTURES / "parity"
@@ -28,15 +29,9 @@ def load_case(path: Path) -> dict:
     return torch.load(path, weights_only=True)
 
 
-@contextlib.contextmanager
 def no_tf32():
     """TF32 off for CUDA parity checks: its ~1e-3 error exceeds most fixture tolerances."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    return tf32(False)
 
 
 def assert_losses_close(losses, case: dict) -> None:

@@ -227,8 +227,6 @@ def test_cuda_cell_times_with_events_and_reports_allocator_peak(tmp_path):
     assert not r["isolated"] and r["peak_mem_convention"] == profiling.MEM_CUDA
     assert r["peak_mem_bytes"] > 0 and set(r["stages"]) == {"encode", "transform", "decode"}
     assert r["env"]["gpu"] and sum(r["stages"].values()) <= max(r["samples_s"]) * 1.05
-    assert r["env"]["tf32"] == {"cudnn": torch.backends.cudnn.allow_tf32,
-                                "matmul": torch.backends.cuda.matmul.allow_tf32}
 
 
 @cuda
@@ -322,7 +320,7 @@ def test_environment_lists_each_version_once_and_cuda_only_when_used(monkeypatch
 
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     env = environment("cpu")
-    assert env["cuda"] == "CUDA build 13.0, not used" and env["cudnn"] is None and env["tf32"] is None
+    assert env["cuda"] == "CUDA build 13.0, not used" and env["cudnn"] is None
     assert not set(env["versions"]) & {"torch", "torchvision", "sanet-bench"}
     assert env["torch"] == torch.__version__
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..errors import SanetBenchError
+from ..nn.precision import cuda_tf32
 from ..registry import get_metric_spec
 from . import fid, lpips_metric, ssim, structure, vgg_losses  # noqa: F401  (registers the metrics)
 from .base import Metric, MetricMissing, PerImageMetric, SetMetric
@@ -74,17 +75,20 @@ def evaluate(
     values: dict[str, float | None] = {}
     missing: dict[str, str] = {}
     try:
-        for metric in metrics:
-            if not metric.per_image:
-                raise ValueError(f"{metric.name} is a set-level metric; evaluate scores per-image metrics")
-            reason = metric.missing()
-            if reason is None:
-                try:
-                    values[metric.name] = metric.update(out, content, style)
-                    continue
-                except SanetBenchError as e:
-                    reason = str(e)
-            values[metric.name], missing[metric.name] = None, reason
+        with cuda_tf32(out.device, False):  # metrics in full float32 on CUDA, never TF32
+            for metric in metrics:
+                if not metric.per_image:
+                    raise ValueError(
+                        f"{metric.name} is a set-level metric; evaluate scores per-image metrics"
+                    )
+                reason = metric.missing()
+                if reason is None:
+                    try:
+                        values[metric.name] = metric.update(out, content, style)
+                        continue
+                    except SanetBenchError as e:
+                        reason = str(e)
+                values[metric.name], missing[metric.name] = None, reason
     finally:
         # the grid's images recur in every method's cells; a device copy is new each cell, so never kept
         keep = tuple(x for x, g in zip((content, style), given, strict=True) if x is g)
