@@ -119,7 +119,9 @@ class InvConv1x1LU(nn.Module):
         return F.conv2d(x, self.weight()[:, :, None, None])
 
     def reverse(self, y: Tensor) -> Tensor:
-        return F.conv2d(y, torch.linalg.inv(self.weight())[:, :, None, None])
+        w = self.weight()
+        half = w.dtype in (torch.float16, torch.bfloat16)  # CUDA has no half-precision inverse: float32
+        return F.conv2d(y, torch.linalg.inv(w.float() if half else w).to(w.dtype)[:, :, None, None])
 
 
 class ZeroConv(nn.Module):
@@ -224,8 +226,11 @@ def wct(content: Tensor, style: Tensor, threshold: float = EIG_THRESHOLD) -> Ten
     """glow_wct.wct per sample: whiten ``content`` [N,C,H,W] and colour it with ``style`` [N,C,H',W'].
 
     ``cov = f f^T / (HW - 1)`` of the centred features, no identity added; eigenvalues below ``threshold``
-    dropped for content and style apart; SVD in the input's dtype (float32 as the reference).
+    dropped for content and style apart; SVD in the input's dtype (float32 as the reference), in float32
+    for bf16/fp16 inputs (CUDA has no half-precision SVD), cast back.
     """
+    if content.dtype in (torch.float16, torch.bfloat16):
+        return wct(content.float(), style.float(), threshold).to(content.dtype)
     n, c = content.shape[:2]
     fc = content.reshape(n, c, -1)
     fs = style.reshape(n, c, -1)

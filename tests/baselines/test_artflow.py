@@ -317,3 +317,22 @@ def test_registry_metadata():
         variant = "ArtFlow-AdaIN" if op == "adain" else "ArtFlow-WCT"
         assert f"experiments/{variant}/glow.pth" in src.note
         assert f"sanet-bench weights import <download>/experiments/{variant} {name}" in src.note
+
+
+@pytest.mark.parametrize("name", ["artflow-adain", "artflow-wct"])
+def test_half_precision_keeps_the_linear_algebra_in_float32(name, monkeypatch):
+    """CUDA has no bf16/fp16 inverse or SVD (measured on an H200: both raised): they must see float32."""
+    from sanet_bench.method import prepare
+
+    for fn in ("inv", "svd"):
+        real = getattr(torch.linalg, fn)
+
+        def strict(a, *args, _real=real, _fn=fn, **kw):
+            assert a.dtype in (torch.float32, torch.float64), f"linalg.{_fn} got {a.dtype}"
+            return _real(a, *args, **kw)
+
+        monkeypatch.setattr(torch.linalg, fn, strict)
+    model = prepare(load_method(name, weights="random", seed=0), "bf16")
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    out = model.stylize(x, x.flip(-1))
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
