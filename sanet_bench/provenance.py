@@ -37,14 +37,16 @@ def _git(*args: str) -> str | None:
 
 
 def git_commit() -> str | None:
-    """The commit of the source tree this package runs from; outside a git checkout (a copied tree on a
-    remote machine), the commit named by ``SANET_BENCH_COMMIT``, else None."""
-    sha = _git("rev-parse", "HEAD")
-    return sha or os.environ.get("SANET_BENCH_COMMIT") or None
+    """The commit of the source tree this package runs from: ``SANET_BENCH_COMMIT`` where set (a tree copied
+    to a remote machine without its .git, or over a stale one), else git's HEAD, else None."""
+    return os.environ.get("SANET_BENCH_COMMIT") or _git("rev-parse", "HEAD") or None
 
 
 def git_dirty() -> bool | None:
-    """True when tracked files differ from the commit (untracked files ignored); None outside git."""
+    """True when tracked files differ from the commit (untracked files ignored); None outside git or where
+    ``SANET_BENCH_COMMIT`` names the commit (git's view of the tree may be stale there)."""
+    if os.environ.get("SANET_BENCH_COMMIT"):
+        return None
     status = _git("status", "--porcelain", "--untracked-files=no")
     return None if status is None else bool(status)
 

@@ -325,11 +325,15 @@ def test_environment_lists_each_version_once_and_cuda_only_when_used(monkeypatch
     assert env["torch"] == torch.__version__
 
 
-def test_commit_outside_git_comes_from_the_environment(monkeypatch):
+def test_commit_named_by_the_environment_wins_over_git(monkeypatch):
     from sanet_bench import provenance
 
-    monkeypatch.setattr(provenance, "_git", lambda *args: None)  # a copied tree without .git
     monkeypatch.delenv("SANET_BENCH_COMMIT", raising=False)
+    monkeypatch.setattr(provenance, "_git", lambda *args: None)  # a copied tree without .git
     assert provenance.git_commit() is None and provenance.git_dirty() is None
+    # a tree copied over a stale .git (seen on a remote GPU machine): git names an old commit, dirty
+    monkeypatch.setattr(provenance, "_git", lambda *args: "32da85b" if args[0] == "rev-parse" else " M x.py")
+    assert provenance.git_commit() == "32da85b" and provenance.git_dirty() is True
     monkeypatch.setenv("SANET_BENCH_COMMIT", "0123abc")
-    assert provenance.environment("cpu")["commit"] == "0123abc"
+    env = provenance.environment("cpu")
+    assert env["commit"] == "0123abc" and env["dirty"] is None
