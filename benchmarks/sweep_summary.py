@@ -5,13 +5,15 @@
 Writes ``summary.txt`` (median time / peak memory per method, size and configuration) and ``sweep.png``
 (latency and peak memory against size, fp32 and bf16, eager) into the folder. A configuration is read from
 each record (dtype, ``--compile``), not from the folder's name, so runs split by size merge into one column;
-a cell measured twice keeps its last record. Peak memory is CUDA's ``max_memory_allocated`` during the
-timed calls, above what was allocated before them (the profiler's convention).
+a cell measured twice keeps the record of the run that started last. Peak memory is CUDA's
+``max_memory_allocated`` during the timed calls, above what was allocated before them (the profiler's
+convention).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,10 +28,16 @@ def config_label(rec: dict) -> str:
     return rec["dtype"] + ("+compile" if (rec.get("flags") or {}).get("compile") else "")
 
 
+def _started(rec_file: Path) -> str:
+    """When the run began (its manifest's ISO time; file times do not survive a git checkout)."""
+    manifest = rec_file.with_name("manifest.json")
+    return json.loads(manifest.read_text()).get("started", "") if manifest.is_file() else ""
+
+
 def collect(folder: Path) -> dict[tuple[str, int, str], dict]:
     """The last record of each (method, size, configuration) over every run folder below ``folder``."""
     cells: dict[tuple[str, int, str], dict] = {}
-    for rec_file in sorted(folder.glob("*/records.jsonl"), key=lambda p: p.stat().st_mtime):
+    for rec_file in sorted(folder.glob("*/records.jsonl"), key=_started):
         for rec in read_records(rec_file):
             cells[(rec["method"], int(rec["size"]), config_label(rec))] = rec
     return cells
