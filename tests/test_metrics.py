@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from sanet_bench import load_method
 from sanet_bench.errors import WeightsError
-from sanet_bench.metrics import ExtractorCache, build, evaluate, needs_of, quantise
+from sanet_bench.metrics import ExtractorCache, build, evaluate, extractors, needs_of, quantise
 from sanet_bench.metrics.extractors import (
     ALEXNET,
     ALEXNET_FILE,
@@ -224,6 +224,10 @@ def test_lpips_built_from_hub_cache_file(monkeypatch, tmp_path):
     path = cache_path(METRICS, ALEXNET_FILE)
     path.parent.mkdir(parents=True)
     torch.save(backbone, path)  # the features part of torchvision's layout suffices
+    # random weights cannot carry the published file's sha256 prefix (7be5be79): refused at load
+    reason = LPIPS(extractors=ExtractorCache()).missing()
+    assert reason and f"{path}: sha256" in reason and "does not start with 7be5be79" in reason
+    monkeypatch.setattr(extractors, "check_hub_prefix", lambda *a: None)  # as if it were the published file
     nets = Nets(cache=ExtractorCache())
     assert ALEXNET not in LPIPS(extractors=nets.cache).missing_components()
     x, y = _img(1), _img(2)

@@ -41,6 +41,7 @@ from ..weights import (
     SHARED,
     cache_dir,
     cache_path,
+    check_hub_prefix,
     home,
     load_strict,
     read_state_dict,
@@ -252,10 +253,18 @@ def build_lpips(backbone: Mapping[str, Tensor]) -> nn.Module:
 
 
 def resolve_alexnet() -> tuple[Path, str]:
+    """The cached AlexNet file and its identity; :class:`MetricMissing` when it is absent or its sha256 does
+    not start with the prefix its torch hub name states (the published file's; checked at every load, as at
+    pull and import, since anything can be saved under that name)."""
     path = cache_path(METRICS, ALEXNET_FILE)
     if not path.is_file():
         raise MetricMissing(f"AlexNet ImageNet weights not in {path}; run `sanet-bench weights pull lpips`")
-    return path, f"lpips v0.1 alex, {ALEXNET_FILE.name} sha256={_sha256(path)}"
+    digest = _sha256(path)
+    try:
+        check_hub_prefix(ALEXNET_FILE, path, "delete it and run `sanet-bench weights pull lpips`", digest)
+    except WeightsError as e:
+        raise MetricMissing(str(e)) from None
+    return path, f"lpips v0.1 alex, {ALEXNET_FILE.name} sha256={digest}"
 
 
 def _check_alexnet(path: Path) -> None:
