@@ -58,6 +58,7 @@ from .images import load_image, probe, require_min_side, save_image
 from .io import JsonlStore, atomic_write_bytes
 from .method import check_fast_path, prepare
 from .metrics import Metric, build, encoder_id, evaluate, missing_components
+from .nn.precision import cuda_tf32
 from .provenance import environment
 from .registry import InputPolicy, get_method_spec, get_metric_spec, metric_specs
 from .results import REF_CONTENT, REFERENCES
@@ -630,28 +631,30 @@ def set_pass(
             else:
                 live.append(m)
         try:
-            for c in group:
-                out = load_image(run_dir / ok_cells[c.key]["output"]).to(device)
-                content, style = prepare_inputs(  # what the cell's metrics compared the output with
-                    input_policy(c.method), images.get(c.content, c.size), images.get(c.style, c.style_size)
-                )
-                content, style = content.to(device), style.to(device)
-                for m in list(live):
+            with cuda_tf32(torch.device(device), False):  # set metrics in full float32, never TF32
+                for c in group:
+                    out = load_image(run_dir / ok_cells[c.key]["output"]).to(device)
+                    content, style = prepare_inputs(  # what the cell's metrics compared the output with
+                        input_policy(c.method), images.get(c.content, c.size),
+                        images.get(c.style, c.style_size),
+                    )
+                    content, style = content.to(device), style.to(device)
+                    for m in list(live):
+                        try:
+                            m.update(out, content, style)
+                        except Exception as e:  # a failing metric is a reason in the row, not a crash
+                            missing[m.name] = _one_line(e)
+                            live.remove(m)
+                for m in live:
                     try:
-                        m.update(out, content, style)
-                    except Exception as e:  # a failing metric is a reason in the row, not a crash
+                        values[m.name] = float(m.compute())
+                    except Exception as e:
                         missing[m.name] = _one_line(e)
-                        live.remove(m)
-            for m in live:
-                try:
-                    values[m.name] = float(m.compute())
-                except Exception as e:
-                    missing[m.name] = _one_line(e)
-                    continue
-                try:
-                    intervals[m.name] = [float(v) for v in m.interval(results.CI_LEVEL)]
-                except Exception as e:  # the value stands; the row says why it has no interval
-                    no_interval[m.name] = _one_line(e)
+                        continue
+                    try:
+                        intervals[m.name] = [float(v) for v in m.interval(results.CI_LEVEL)]
+                    except Exception as e:  # the value stands; the row says why it has no interval
+                        no_interval[m.name] = _one_line(e)
             row.update(status="ok", error=None)
         except SanetBenchError as e:  # an output PNG that cannot be read back
             row.update(status="failed", error=_one_line(e))

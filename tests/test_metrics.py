@@ -177,6 +177,17 @@ def test_device_copies_of_the_images_are_not_kept():
     assert len(calls) == 2 and not nets._kept
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_metrics_compute_in_full_float32(monkeypatch):
+    """torch's default runs cuDNN convolutions in TF32; metrics on CUDA turn it off for their computation."""
+    [metric] = Nets().metrics(["ssim"])
+    seen, score = [], metric.score
+    monkeypatch.setattr(metric, "score", lambda o, r: seen.append(
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)) or score(o, r))
+    evaluate(_img(1).cuda(), _img(1), _img(2), [metric])
+    assert seen == [(False, False)]
+
+
 def test_ssim_uses_bt601_luminance():
     c = _img(9)
     assert ssim_luminance(c, c) == pytest.approx(1.0, abs=1e-12)
