@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU sweep of issue #20: every method at 256-4096 px in fp32 and bf16, eager and --compile, with
-# `sanet-bench profile` (one records.jsonl per step), then benchmarks/sweep_summary.py (summary.txt and
+# The GPU sweep of issue #20: every method at 256-4096 px in fp32 and bf16, eager and --compile, and tf32,
+# with `sanet-bench profile` (one records.jsonl per step), then benchmarks/sweep_summary.py (summary.txt and
 # sweep.png). Run it once on a lent GPU:
 #
 #   bash benchmarks/gpu_sweep.sh                        # writes benchmarks/results/<gpu-name>/
@@ -14,6 +14,7 @@
 #                        the method reaches that size and what it allocates
 #   fp32-compile, bf16-compile   COMPILE_SIZES x COMPILE_METHODS with --compile (a compile per shape costs tens
 #                        of seconds)
+#   tf32                 SIZES x METHODS with --dtype tf32 (float32 tensors, TF32 convolutions and matmuls)
 #   mast, mast-big       MAST runs in float64 whatever --dtype says (its module says why), so it has no bf16
 #                        step; its quadratic float64 kNN alignment keeps it below SIZES_FULL_PRECISION (2048 px)
 #                        with REPEATS calls, and at that size with one call.
@@ -86,6 +87,9 @@ for dtype in fp32 bf16; do
     step "$dtype-compile" "${CAP_COMPILE_S:-60}" --dtype "$dtype" --compile --sizes "$COMPILE_SIZES" \
         --repeats "$REPEATS" --no-count-flops --methods "$(without "$COMPILE_METHODS" mast)"
 done
+if [ "$DEVICE" != cpu ]; then  # TF32 is a CUDA mode
+    step tf32 "${CAP_TF32_S:-90}" --dtype tf32 --sizes "$SIZES" --repeats "$REPEATS" --no-count-flops --methods "$main"
+fi
 if has "$METHODS" mast; then
     [ -n "$below" ] && step mast "${CAP_MAST_S:-60}" --dtype fp32 --sizes "$below" --repeats "$REPEATS" --methods mast
     step mast-big "${CAP_MAST_S:-40}" --dtype fp32 --sizes "$SIZES_FULL_PRECISION" "${one_call[@]}" --methods mast

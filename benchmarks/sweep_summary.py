@@ -55,9 +55,9 @@ def shown(rec: dict) -> str:
 
 
 def table(cells: dict[tuple[str, int, str], dict]) -> str:
-    order = {"fp32": 0, "bf16": 1, "fp16": 2}
+    order = {"fp32": 0, "bf16": 1, "tf32": 2, "fp16": 3}
     configs = sorted({c for _, _, c in cells},
-                     key=lambda c: ("compile" in c, order.get(c.split("+")[0], 3), c))
+                     key=lambda c: ("compile" in c, order.get(c.split("+")[0], 4), c))
     keys = sorted({(m, s) for m, s, _ in cells})
     rows = [[m, s, *[shown(cells[(m, s, c)]) if (m, s, c) in cells else "-" for c in configs]]
             for m, s in keys]
