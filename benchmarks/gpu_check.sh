@@ -9,9 +9,10 @@
 #      failure row saying "out of memory" and the run must go on (exit 1, the other cells ok)
 #   4. the sweep, benchmarks/gpu_sweep.sh, with what is left of the budget
 # Usage, from the repository root on the GPU machine (the package importable: pip install -e . or
-# PYTHONPATH=.):
+# PYTHONPATH=.); where the tree was copied there without its .git, or over a stale one, name its commit so
+# that the records do (SANET_BENCH_COMMIT):
 #
-#   CHECK_OUT=/tmp/gpu-check BUDGET_S=540 bash benchmarks/gpu_check.sh
+#   SANET_BENCH_COMMIT=$(git rev-parse HEAD) CHECK_OUT=/tmp/gpu-check BUDGET_S=540 bash benchmarks/gpu_check.sh
 #
 # Writes into CHECK_OUT: check.log (everything printed), fast_path_error_cuda.txt, and sweep/ (the sweep's
 # profile runs, summary.txt, sweep.png; copy it to benchmarks/results/<gpu-name>/ and commit it).
