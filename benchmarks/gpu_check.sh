@@ -12,7 +12,7 @@
 # PYTHONPATH=.); where the tree was copied there without its .git, or over a stale one, name its commit so
 # that the records do (SANET_BENCH_COMMIT):
 #
-#   SANET_BENCH_COMMIT=$(git rev-parse HEAD) CHECK_OUT=/tmp/gpu-check BUDGET_S=540 bash benchmarks/gpu_check.sh
+#   SANET_BENCH_COMMIT=<commit copied> CHECK_OUT=/tmp/gpu-check BUDGET_S=540 bash benchmarks/gpu_check.sh
 #
 # Writes into CHECK_OUT: check.log (everything printed), fast_path_error_cuda.txt, and sweep/ (the sweep's
 # profile runs, summary.txt, sweep.png; copy it to benchmarks/results/<gpu-name>/ and commit it).
