@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                     dtype, cl, wino = PATHS[p]
                     try:
                         model = load_method(name, weights="official", weights_dir=wdir, device=args.device)
-                        out = prepare(model, dtype, cl, winograd=wino).stylize(case["content"], case["style"],
-                                                                               **kw)
+                        prepare(model, dtype, cl, winograd=wino)
+                        out = model.stylize(case["content"], case["style"], **kw)
                         err = rel_error(out, case["expected"])
                     except Exception as e:  # a path a method does not support (or no weights): a result
                         print(f"{name} {case_path.stem} {p}: {type(e).__name__}: {e}"[:300], file=sys.stderr)
