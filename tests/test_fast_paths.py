@@ -12,7 +12,7 @@ from test_runner import cfg_for, fake_grid, write_grid
 from sanet_bench import load_method, runner
 from sanet_bench.errors import ConfigError
 from sanet_bench.method import check_fast_path, prepare
-from sanet_bench.nn.precision import tf32
+from sanet_bench.nn.precision import tf32, tf32_flags
 from sanet_bench.report.labels import fast_path_mark
 
 
@@ -91,11 +91,11 @@ def test_full_precision_method_is_left_in_its_precision():
 
 
 def test_tf32_context_sets_and_restores_the_flags():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    saved = tf32_flags()
     for enabled in (True, False):
         with tf32(enabled):
             assert torch.backends.cuda.matmul.allow_tf32 is torch.backends.cudnn.allow_tf32 is enabled
-        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == saved
+        assert tf32_flags() == saved
     with pytest.raises(ConfigError, match="dtype tf32 needs CUDA"):
         check_fast_path("tf32", "cpu")
 
@@ -106,12 +106,11 @@ def test_cuda_stylize_computes_in_the_float32_mode_asked(dtype):
     """torch's default runs cuDNN convolutions in TF32: fp32 must turn that off, tf32 on, both restore it."""
     model = prepare(load_method("adain", weights="random", seed=0, device="cuda"), dtype)
     seen, inner = [], model._stylize
-    model._stylize = lambda *a, **k: seen.append(
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)) or inner(*a, **k)
-    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    model._stylize = lambda *a, **k: seen.append(tf32_flags()) or inner(*a, **k)
+    before = tf32_flags()
     out = model.stylize(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
     assert seen == [(dtype == "tf32", dtype == "tf32")] and out.dtype == torch.float32
-    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    assert tf32_flags() == before
 
 
 def test_fp16_on_cpu_and_unknown_dtypes_are_one_line_errors():

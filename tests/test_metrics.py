@@ -22,6 +22,7 @@ from sanet_bench.metrics.extractors import (
 from sanet_bench.metrics.lpips_metric import LPIPS
 from sanet_bench.metrics.ssim import ssim_luminance
 from sanet_bench.metrics.vgg_losses import ContentLoss, ContentLossRaw, StyleLoss, StyleLossGram
+from sanet_bench.nn.precision import tf32_flags
 from sanet_bench.nn.stats import mean_variance_norm
 from sanet_bench.nn.vgg import OFFLINE_VGG_ID, VGGEncoder, vgg_normalised
 from sanet_bench.registry import metric_specs
@@ -182,8 +183,7 @@ def test_cuda_metrics_compute_in_full_float32(monkeypatch):
     """torch's default runs cuDNN convolutions in TF32; metrics on CUDA turn it off for their computation."""
     [metric] = Nets().metrics(["ssim"])
     seen, score = [], metric.score
-    monkeypatch.setattr(metric, "score", lambda o, r: seen.append(
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)) or score(o, r))
+    monkeypatch.setattr(metric, "score", lambda o, r: seen.append(tf32_flags()) or score(o, r))
     evaluate(_img(1).cuda(), _img(1), _img(2), [metric])
     assert seen == [(False, False)]
 
