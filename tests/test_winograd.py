@@ -107,3 +107,66 @@ def test_weight_and_bias_gradients_are_torch_s():
         (m(x) ** 2).sum().backward()
     for p, q in ((conv.weight, ref.weight), (conv.bias, ref.bias)):
         assert ((p.grad - q.grad).abs().max() / q.grad.abs().max()).item() < 1e-4
+
+
+@pytest.fixture
+def small_bands(monkeypatch):
+    """A workspace bound small enough that the test maps run in several bands."""
+    monkeypatch.setattr(winograd, "WORKSPACE_BYTES", 1 << 20)
+    monkeypatch.setattr(winograd, "MIN_BAND_TILES", 1)
+
+
+@pytest.mark.parametrize(("padding", "side"), [(0, 41), (1, 40), (1, 49)])
+def test_bands_compute_the_whole_convolution(padding, side, small_bands, nnpack_calls):
+    conv = _conv(64, 128, padding)
+    x = torch.rand(2, 64, side, side, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        out = conv(x)
+    expected = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=padding)
+    assert out.shape == expected.shape
+    assert ((out.double() - expected).abs().max() / expected.abs().max()).item() < 5e-5
+    rows = winograd.band_rows(x.shape, 128, padding, padding)
+    assert len(nnpack_calls) == -(-expected.shape[2] // rows) > 2
+    assert all(shape[2] <= rows + 2 for shape in nnpack_calls)  # a band and its halo, not the map
+
+
+def test_the_input_gradient_runs_in_bands_too(small_bands, nnpack_calls):
+    conv = _conv(64, 128, padding=0)  # its input gradient pads by 2: two zero rows on each edge band
+    ref = nn.Conv2d(64, 128, 3)
+    ref.load_state_dict(conv.state_dict())
+    x = torch.rand(1, 64, 44, 44, generator=torch.Generator().manual_seed(5))
+    grads = []
+    for m in (conv, ref):
+        xi = x.clone().requires_grad_(True)
+        (m(xi) ** 2).sum().backward()
+        grads.append(xi.grad)
+    assert len(nnpack_calls) > 2
+    assert ((grads[0] - grads[1]).abs().max() / grads[1].abs().max()).item() < 1e-4
+
+
+def test_band_rows_bound_the_workspace(monkeypatch):
+    monkeypatch.setattr(winograd, "WORKSPACE_BYTES", 16 << 20)
+    monkeypatch.setattr(winograd, "MIN_BAND_TILES", 256)
+
+    def workspace(shape, cout, rows):  # NNPACK's float32 8x8 input and output tiles of one band
+        return shape[0] * -(-rows // 6) * -(-(shape[3] - 2) // 6) * (shape[1] + cout) * 64 * 4
+
+    big = torch.Size((1, 64, 258, 258))  # 43 tiles a row; 2.8 x 32 MiB unbanded
+    rows = winograd.band_rows(big, 128, 0, 0)
+    assert rows % 6 == 0 and workspace(big, 128, rows) <= 16 << 20 < workspace(big, 128, rows + 6)
+    wide = torch.Size((1, 128, 258, 258))  # 16 MiB would be 5 tile rows, 215 tiles: 256 tiles win
+    assert winograd.band_rows(wide, 128, 0, 0) == 36 and workspace(wide, 128, 36) < 17 << 20
+    deep = torch.Size((1, 512, 66, 66))  # 11 tiles a row: bands of 256 tiles would be whole maps
+    assert winograd.band_rows(deep, 512, 0, 0) == 64
+    small = torch.Size((1, 128, 66, 66))
+    assert winograd.band_rows(small, 128, 0, 0) == 64 and workspace(small, 128, 64) <= 16 << 20
+
+
+@pytest.mark.parametrize(("cin", "cout", "channels_last"), [(128, 64, True), (64, 128, False)])
+def test_a_narrow_nnpack_output_is_handed_on_in_channels_last(cin, cout, channels_last):
+    conv = _conv(cin, cout)
+    x = torch.rand(1, cin, 36, 36, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        out = conv(x)
+    assert out.is_contiguous(memory_format=torch.channels_last) is channels_last
+    assert torch.allclose(out, F.conv2d(x, conv.weight, conv.bias), rtol=0, atol=5e-4)

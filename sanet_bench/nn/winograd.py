@@ -12,10 +12,14 @@ group, zero padding of 0 or 1) to :class:`WinogradConv2d`: same parameters and s
 chooses per call, for float32 CPU inputs, by the per-layer measurements in docs/performance.md:
 
 * NNPACK where both sides have at least ``MIN_CHANNELS`` channels, one side more, and the output has at
-  least ``MIN_PIXELS`` pixels. 64 -> 64 layers stay direct: on a VGG they are the full-resolution maps,
-  where NNPACK's workspace (transformed input, kernel and output tiles, 2-3 times the layer's output, which
-  torch keeps allocated for reuse) would cost most. The smaller layers' workspace still raises a call's
-  peak memory: measured in docs/performance.md.
+  least ``MIN_PIXELS`` pixels. 64 -> 64 layers stay direct: on a VGG they are the full-resolution maps.
+  NNPACK's workspace holds the transformed input and output tiles of the whole map (``(C_in + C_out)`` 8x8
+  tiles per 6x6 output tile: 3.75 times a 128 -> 128 layer's output) and torch keeps it allocated, per
+  thread, for reuse: it would stay in a call's memory from its first large layer on. So a call whose
+  workspace would exceed ``WORKSPACE_BYTES`` runs in bands of output rows (a halo of 2 input rows each), no
+  band under ``MIN_BAND_TILES`` tiles (each call transforms the whole kernel again). An NNPACK output of at
+  most ``MIN_CHANNELS`` channels is handed on in channels_last: the direct layers that take it (a decoder's
+  last, full-resolution stage) then need no reorder of the map, which in NCHW costs a transient copy.
 * oneDNN in channels_last for an RGB input layer (several times faster, and cheap to convert);
 * oneDNN in the input's own memory format otherwise (converting a large map costs more than it saves).
 
@@ -29,10 +33,13 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 MIN_CHANNELS = 64  # below (either side), oneDNN's direct kernel in channels_last is faster
 MIN_PIXELS = 32 * 32  # output pixels; below, the transforms cost more than the multiplications saved
+WORKSPACE_BYTES = 16 << 20  # NNPACK workspace per call at most, where MIN_BAND_TILES allows
+MIN_BAND_TILES = 256  # 6x6 output tiles per band at least (each band transforms the whole kernel again)
 
 
 @functools.cache
@@ -59,13 +66,44 @@ class WinogradConv2d(nn.Conv2d):
         if small or pixels < MIN_PIXELS:  # oneDNN, in the input's memory format
             return super()._conv_forward(input, weight, bias)
         if torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad):
-            return _NNPACKConv.apply(input, weight, bias, ph, pw)
-        return nnpack_conv(input, weight, bias, ph, pw)
+            out = _NNPACKConv.apply(input, weight, bias, ph, pw)
+        else:
+            out = nnpack_conv(input, weight, bias, ph, pw)
+        if self.out_channels <= MIN_CHANNELS:  # for the direct layers that follow: no reorder there
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+
+def band_rows(x_shape: torch.Size, out_channels: int, ph: int, pw: int) -> int:
+    """Output rows per NNPACK call for an input of ``x_shape``: all of them where the workspace fits in
+    ``WORKSPACE_BYTES``, else a multiple of 6 (whole tiles) that keeps it there, but ``MIN_BAND_TILES``
+    tiles at least."""
+    n, cin, h, w = x_shape
+    oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
+    tiles_x = -(-ow // 6)
+    per_tile_row = n * tiles_x * (cin + out_channels) * 64 * 4  # float32 8x8 tiles, input and output
+    tile_rows = max(WORKSPACE_BYTES // per_tile_row, -(-MIN_BAND_TILES // tiles_x), 1)
+    return min(6 * tile_rows, oh)
 
 
 def nnpack_conv(x: Tensor, weight: Tensor, bias: Tensor | None, ph: int, pw: int) -> Tensor:
-    """NNPACK's 3x3 stride-1 convolution of ``x`` with zero padding ``ph``, ``pw`` (float32, CPU)."""
-    return torch._nnpack_spatial_convolution(x.contiguous(), weight.contiguous(), bias, [ph, pw])
+    """NNPACK's 3x3 stride-1 convolution of ``x`` with zero padding ``ph``, ``pw`` (float32, CPU), in bands
+    of :func:`band_rows` output rows."""
+    x, weight = x.contiguous(), weight.contiguous()
+    h = x.shape[2]
+    oh = h + 2 * ph - 2
+    rows = band_rows(x.shape, weight.shape[0], ph, pw)
+    if rows >= oh:
+        return torch._nnpack_spatial_convolution(x, weight, bias, [ph, pw])
+    out = x.new_empty(x.shape[0], weight.shape[0], oh, x.shape[3] + 2 * pw - 2)
+    for top in range(0, oh, rows):
+        bottom = min(top + rows, oh)
+        first, last = top - ph, bottom + 2 - ph  # the band's input rows, in unpadded coordinates
+        band = x[:, :, max(first, 0) : min(last, h)]
+        if first < 0 or last > h:  # the zero padding rows of the map's top or bottom edge
+            band = F.pad(band, (0, 0, max(-first, 0), max(last - h, 0)))
+        out[:, :, top:bottom] = torch._nnpack_spatial_convolution(band.contiguous(), weight, bias, [0, pw])
+    return out
 
 
 class _NNPACKConv(torch.autograd.Function):
