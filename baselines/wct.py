@@ -79,9 +79,10 @@ class ReflectOrReplicatePad2d(nn.ReflectionPad2d):
 
 
 def _centred_cov(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """x [N,C,L] float64 -> (x - mean, mean, covariance / max(L - 1, 1))."""
+    """x [N,C,L] float64, a copy of the caller's, centred in place (one full-size map less at a time) ->
+    (x - mean, mean, covariance / max(L - 1, 1))."""
     mean = x.mean(-1, keepdim=True)
-    xc = x - mean
+    xc = x.sub_(mean)
     return xc, mean, xc @ xc.transpose(1, 2) / max(x.shape[-1] - 1, 1)
 
 
@@ -92,8 +93,8 @@ def wct(content: Tensor, style: Tensor, threshold: float = EIG_THRESHOLD) -> Ten
     content's device. Eigenvalues ``< threshold`` of each covariance are dropped (k_c, k_s separately).
     """
     n, c, h, w = content.shape
-    xc, _, cov_c = _centred_cov(content.reshape(n, c, -1).double())
-    _, mean_s, cov_s = _centred_cov(style.reshape(n, c, -1).double())
+    xc, _, cov_c = _centred_cov(content.reshape(n, c, -1).to(torch.float64, copy=True))
+    _, mean_s, cov_s = _centred_cov(style.reshape(n, c, -1).to(torch.float64, copy=True))
     e_c, v_c = torch.linalg.eigh(cov_c)
     e_s, v_s = torch.linalg.eigh(cov_s)
     keep_c, keep_s = e_c >= threshold, e_s >= threshold
@@ -101,8 +102,9 @@ def wct(content: Tensor, style: Tensor, threshold: float = EIG_THRESHOLD) -> Ten
     d_s = torch.where(keep_s, e_s.clamp_min(threshold).sqrt(), torch.zeros_like(e_s))
     whiten = (v_c * d_c.unsqueeze(1)) @ v_c.transpose(1, 2)
     colour = (v_s * d_s.unsqueeze(1)) @ v_s.transpose(1, 2)
-    out = (colour @ whiten) @ xc + mean_s
-    return out.to(content.dtype).reshape(n, c, h, w)
+    out = (colour @ whiten) @ xc
+    del xc  # the float64 maps are the largest allocations of a call: one at a time where possible
+    return out.add_(mean_s).to(content.dtype).reshape(n, c, h, w)
 
 
 class WCT(Method):

@@ -101,6 +101,18 @@ def test_wct_output_has_style_mean_and_covariance():
     torch.testing.assert_close(torch.cov(out), torch.cov(s), rtol=1e-4, atol=1e-5)
 
 
+def test_wct_leaves_float64_inputs_untouched():
+    """wct centres its float64 copies in place (a full-size map less at a time); a float64 caller's maps
+    are not those copies."""
+    g = torch.Generator().manual_seed(9)
+    cf, sf = _features(g, 1, 8, 12, 12, -2, 1).double(), _features(g, 1, 8, 10, 11, -1, 2).double()
+    before = cf.clone(), sf.clone()
+    out = wct(cf, sf)
+    assert out.dtype == torch.float64
+    assert torch.equal(cf, before[0]) and torch.equal(sf, before[1])
+    torch.testing.assert_close(out, wct(cf.float(), sf.float()).double(), rtol=1e-5, atol=1e-5)
+
+
 def test_single_position_style_gives_style_mean():
     cf = torch.rand(1, 4, 6, 6)
     sf = torch.rand(1, 4, 1, 1)
