@@ -71,16 +71,21 @@ def test_only_3x3_stride1_zero_padded_convolutions_are_switched():
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
 
 
-def test_gradients_flow_through_the_nnpack_forward(nnpack_calls):
-    conv = _conv(64, 128, padding=1)
-    ref = nn.Conv2d(64, 128, 3, padding=1)
+def _input_grads(conv: nn.Conv2d, x: torch.Tensor) -> list[torch.Tensor]:
+    """The input's gradient of sum(conv(x)^2) through ``conv`` and through torch's own convolution."""
+    ref = nn.Conv2d(conv.in_channels, conv.out_channels, 3, padding=conv.padding)
     ref.load_state_dict(conv.state_dict())
-    x = torch.rand(1, 64, 40, 40, generator=torch.Generator().manual_seed(2))
     grads = []
     for m in (conv, ref):
         xi = x.clone().requires_grad_(True)
         (m(xi) ** 2).sum().backward()
         grads.append(xi.grad)
+    return grads
+
+
+def test_gradients_flow_through_the_nnpack_forward(nnpack_calls):
+    x = torch.rand(1, 64, 40, 40, generator=torch.Generator().manual_seed(2))
+    grads = _input_grads(_conv(64, 128, padding=1), x)
     assert len(nnpack_calls) == 2  # the forward and the input's gradient went through NNPACK
     assert ((grads[0] - grads[1]).abs().max() / grads[1].abs().max()).item() < 1e-4
 
@@ -131,15 +136,9 @@ def test_bands_compute_the_whole_convolution(padding, side, small_bands, nnpack_
 
 
 def test_the_input_gradient_runs_in_bands_too(small_bands, nnpack_calls):
-    conv = _conv(64, 128, padding=0)  # its input gradient pads by 2: two zero rows on each edge band
-    ref = nn.Conv2d(64, 128, 3)
-    ref.load_state_dict(conv.state_dict())
     x = torch.rand(1, 64, 44, 44, generator=torch.Generator().manual_seed(5))
-    grads = []
-    for m in (conv, ref):
-        xi = x.clone().requires_grad_(True)
-        (m(xi) ** 2).sum().backward()
-        grads.append(xi.grad)
+    # padding 0: its input gradient pads by 2, two zero rows on each edge band
+    grads = _input_grads(_conv(64, 128, padding=0), x)
     assert len(nnpack_calls) > 2
     assert ((grads[0] - grads[1]).abs().max() / grads[1].abs().max()).item() < 1e-4
 
