@@ -120,8 +120,8 @@ class InvConv1x1LU(nn.Module):
 
     def reverse(self, y: Tensor) -> Tensor:
         w = self.weight()
-        half = w.dtype in (torch.float16, torch.bfloat16)  # CUDA has no half-precision inverse: float32
-        return F.conv2d(y, torch.linalg.inv(w.float() if half else w).to(w.dtype)[:, :, None, None])
+        work = torch.promote_types(w.dtype, torch.float32)  # CUDA has no half-precision inverse
+        return F.conv2d(y, torch.linalg.inv(w.to(work)).to(w.dtype)[:, :, None, None])
 
 
 class ZeroConv(nn.Module):
@@ -226,14 +226,13 @@ def wct(content: Tensor, style: Tensor, threshold: float = EIG_THRESHOLD) -> Ten
     """glow_wct.wct per sample: whiten ``content`` [N,C,H,W] and colour it with ``style`` [N,C,H',W'].
 
     ``cov = f f^T / (HW - 1)`` of the centred features, no identity added; eigenvalues below ``threshold``
-    dropped for content and style apart; SVD in the input's dtype (float32 as the reference), in float32
-    for bf16/fp16 inputs (CUDA has no half-precision SVD), cast back.
+    dropped for content and style apart; SVD in the input's dtype (float32 as the reference), in float32 at
+    least (CUDA has no half-precision SVD); the result is in the input's dtype.
     """
-    if content.dtype in (torch.float16, torch.bfloat16):
-        return wct(content.float(), style.float(), threshold).to(content.dtype)
+    work = torch.promote_types(content.dtype, torch.float32)
     n, c = content.shape[:2]
-    fc = content.reshape(n, c, -1)
-    fs = style.reshape(n, c, -1)
+    fc = content.reshape(n, c, -1).to(work)
+    fs = style.reshape(n, c, -1).to(work)
     fc = fc - fc.mean(-1, keepdim=True)
     s_mean = fs.mean(-1, keepdim=True)
     fs = fs - s_mean
@@ -246,7 +245,7 @@ def wct(content: Tensor, style: Tensor, threshold: float = EIG_THRESHOLD) -> Ten
     d_s = _kept_power(e_s, 0.5, threshold)
     whiten = ((v_c * d_c.unsqueeze(1)) @ vh_c) @ fc
     out = ((v_s * d_s.unsqueeze(1)) @ vh_s) @ whiten + s_mean
-    return out.reshape(content.shape)
+    return out.reshape(content.shape).to(content.dtype)
 
 
 class ArtFlow(Method):
