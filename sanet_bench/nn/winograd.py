@@ -61,7 +61,8 @@ class WinogradConv2d(nn.Conv2d):
         if self.in_channels < MIN_CHANNELS:  # an RGB input layer: cheap to convert, several times faster
             return super()._conv_forward(input.contiguous(memory_format=torch.channels_last), weight, bias)
         ph, pw = self.padding  # type: ignore[misc]
-        pixels = (input.shape[-2] + 2 * ph - 2) * (input.shape[-1] + 2 * pw - 2)
+        oh, ow = output_size(input.shape, ph, pw)
+        pixels = oh * ow
         small = self.out_channels < MIN_CHANNELS or max(self.in_channels, self.out_channels) <= MIN_CHANNELS
         if small or pixels < MIN_PIXELS:  # oneDNN, in the input's memory format
             return super()._conv_forward(input, weight, bias)
@@ -74,12 +75,17 @@ class WinogradConv2d(nn.Conv2d):
         return out
 
 
+def output_size(x_shape: torch.Size, ph: int, pw: int) -> tuple[int, int]:
+    """Height and width of a 3x3 stride-1 convolution's output, zero padding ``ph``, ``pw``."""
+    return x_shape[-2] + 2 * ph - 2, x_shape[-1] + 2 * pw - 2
+
+
 def band_rows(x_shape: torch.Size, out_channels: int, ph: int, pw: int) -> int:
     """Output rows per NNPACK call for an input of ``x_shape``: all of them where the workspace fits in
     ``WORKSPACE_BYTES``, else a multiple of 6 (whole tiles) that keeps it there, but ``MIN_BAND_TILES``
     tiles at least."""
-    n, cin, h, w = x_shape
-    oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
+    n, cin = x_shape[:2]
+    oh, ow = output_size(x_shape, ph, pw)
     tiles_x = -(-ow // 6)
     per_tile_row = n * tiles_x * (cin + out_channels) * 64 * 4  # float32 8x8 tiles, input and output
     tile_rows = max(WORKSPACE_BYTES // per_tile_row, -(-MIN_BAND_TILES // tiles_x), 1)
@@ -91,11 +97,11 @@ def nnpack_conv(x: Tensor, weight: Tensor, bias: Tensor | None, ph: int, pw: int
     of :func:`band_rows` output rows."""
     x, weight = x.contiguous(), weight.contiguous()
     h = x.shape[2]
-    oh = h + 2 * ph - 2
+    oh, ow = output_size(x.shape, ph, pw)
     rows = band_rows(x.shape, weight.shape[0], ph, pw)
     if rows >= oh:
         return torch._nnpack_spatial_convolution(x, weight, bias, [ph, pw])
-    out = x.new_empty(x.shape[0], weight.shape[0], oh, x.shape[3] + 2 * pw - 2)
+    out = x.new_empty(x.shape[0], weight.shape[0], oh, ow)
     for top in range(0, oh, rows):
         bottom = min(top + rows, oh)
         first, last = top - ph, bottom + 2 - ph  # the band's input rows, in unpadded coordinates
