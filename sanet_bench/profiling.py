@@ -75,6 +75,7 @@ from .config import ProfileConfig
 from .errors import ConfigError, SanetBenchError, is_out_of_memory, shorten
 from .io import JsonlStore, atomic_write_bytes
 from .method import check_fast_path, prepare
+from .nn import winograd
 from .provenance import environment
 from .results import read_manifest
 
@@ -163,12 +164,10 @@ def _nnpack_conv_flop(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
 def _flop_counter():
     from torch.utils.flop_counter import FlopCounterMode
 
-    mapping = {}
-    for name, formula in (("_scaled_dot_product_flash_attention_for_cpu", _sdpa_cpu_flop),
-                          ("_nnpack_spatial_convolution", _nnpack_conv_flop)):
-        op = getattr(torch.ops.aten, name, None)
-        if op is not None:
-            mapping[op] = formula
+    mapping = {winograd.nnpack_conv: _nnpack_conv_flop}
+    sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if sdpa is not None:
+        mapping[sdpa] = _sdpa_cpu_flop
     return FlopCounterMode(display=False, custom_mapping=mapping)
 
 

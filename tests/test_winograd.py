@@ -15,14 +15,15 @@ pytestmark = pytest.mark.skipif(not winograd.available(), reason="this torch bui
 
 @pytest.fixture
 def nnpack_calls(monkeypatch):
+    """The (C, H, W) input of each NNPACK call (one image, one band)."""
     calls = []
-    real = torch._nnpack_spatial_convolution
+    real = winograd._inference
 
-    def counted(*args, **kwargs):
-        calls.append(tuple(args[0].shape))
-        return real(*args, **kwargs)
+    def counted(x, *args, **kwargs):
+        calls.append(tuple(x.shape))
+        return real(x, *args, **kwargs)
 
-    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", counted)
+    monkeypatch.setattr(winograd, "_inference", counted)
     return calls
 
 
@@ -131,8 +132,8 @@ def test_bands_compute_the_whole_convolution(padding, side, small_bands, nnpack_
     assert out.shape == expected.shape
     assert ((out.double() - expected).abs().max() / expected.abs().max()).item() < 5e-5
     rows = winograd.band_rows(x.shape, 128, padding, padding)
-    assert len(nnpack_calls) == -(-expected.shape[2] // rows) > 2
-    assert all(shape[2] <= rows + 2 for shape in nnpack_calls)  # a band and its halo, not the map
+    assert len(nnpack_calls) == 2 * -(-expected.shape[2] // rows) > 4  # two images, in bands
+    assert all(shape[1] <= rows + 2 for shape in nnpack_calls)  # a band and its halo, not the map
 
 
 def test_the_input_gradient_runs_in_bands_too(small_bands, nnpack_calls):
@@ -169,3 +170,20 @@ def test_a_narrow_nnpack_output_is_handed_on_in_channels_last(cin, cout, channel
         out = conv(x)
     assert out.is_contiguous(memory_format=torch.channels_last) is channels_last
     assert torch.allclose(out, F.conv2d(x, conv.weight, conv.bias), rtol=0, atol=5e-4)
+
+
+def test_an_unsupported_call_is_an_error_naming_nnpack_s_status():
+    x, weight, bias = torch.rand(128, 8, 8), torch.rand(128, 128, 3, 3), torch.zeros(128)
+    out = torch.empty(128, 12, 6)
+    with pytest.raises(RuntimeError, match=r"nnp_status 12 .*padding \(3, 0, 3, 0\)"):  # invalid padding
+        winograd._inference(x, weight, bias, out, (3, 0, 3, 0), None)
+
+
+def test_the_operator_has_a_shape_for_tracing():
+    conv = _conv(128, 128, padding=1)
+    x = torch.rand(1, 128, 34, 34, generator=torch.Generator().manual_seed(7))
+    meta = winograd.nnpack_conv(x.to("meta"), conv.weight.to("meta"), None, 1, 0)
+    assert meta.shape == (1, 128, 34, 32)
+    compiled = torch.compile(conv, backend="eager", fullgraph=True)  # fullgraph: no break at the NNPACK call
+    with torch.inference_mode():
+        assert torch.equal(compiled(x), conv(x))

@@ -2,7 +2,7 @@
 
 Lavin & Gray, *Fast Algorithms for Convolutional Neural Networks* (CVPR 2016): F(6x6, 3x3) computes each 6x6
 output tile from an 8x8 input tile with 64 multiplications per (input, output) channel pair instead of 324 —
-the same convolution, summed in another order. torch ships NNPACK (``torch._nnpack_spatial_convolution``),
+the same convolution, summed in another order. torch ships NNPACK inside its CPU library,
 whose automatic choice for a 3x3 stride-1 kernel is this transform (``wt8x8``, NNPACK's
 src/convolution-inference.c ``select_algorithm``). Its error against the direct convolution is measured per
 method in docs/performance.md (every parity case stays within its tolerance).
@@ -13,13 +13,15 @@ chooses per call, for float32 CPU inputs, by the per-layer measurements in docs/
 
 * NNPACK where both sides have at least ``MIN_CHANNELS`` channels, one side more, and the output has at
   least ``MIN_PIXELS`` pixels. 64 -> 64 layers stay direct: on a VGG they are the full-resolution maps.
-  NNPACK's workspace holds the transformed input and output tiles of the whole map (``(C_in + C_out)`` 8x8
-  tiles per 6x6 output tile: 3.75 times a 128 -> 128 layer's output) and torch keeps it allocated, per
-  thread, for reuse: it would stay in a call's memory from its first large layer on. So a call whose
-  workspace would exceed ``WORKSPACE_BYTES`` runs in bands of output rows (a halo of 2 input rows each), no
-  band under ``MIN_BAND_TILES`` tiles (each call transforms the whole kernel again). An NNPACK output of at
-  most ``MIN_CHANNELS`` channels is handed on in channels_last: the direct layers that take it (a decoder's
-  last, full-resolution stage) then need no reorder of the map, which in NCHW costs a transient copy.
+  NNPACK is called through its C API (``nnp_convolution_inference``, exported by torch's CPU library) with a
+  workspace this module allocates per call and frees after it. torch's own binding keeps its workspace per
+  thread for reuse, which stayed under every later stage of a call and pinned the freed heap below it.
+  The workspace holds the transformed input and output tiles of the whole map (``(C_in + C_out)`` 8x8 tiles
+  per 6x6 output tile: 3.75 times a 128 -> 128 layer's output), so a call whose workspace would exceed
+  ``WORKSPACE_BYTES`` runs in bands of output rows (a halo of 2 input rows each), no band under
+  ``MIN_BAND_TILES`` tiles (each call transforms the whole kernel again). An NNPACK output of at most
+  ``MIN_CHANNELS`` channels is handed on in channels_last: the direct layers that take it (a decoder's last,
+  full-resolution stage) then need no reorder of the map, which in NCHW costs a transient copy.
 * oneDNN in channels_last for an RGB input layer (several times faster, and cheap to convert);
 * oneDNN in the input's own memory format otherwise (converting a large map costs more than it saves).
 
@@ -30,10 +32,12 @@ convolution); a weight's or bias's, where one is asked for, is torch's.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import sys
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 MIN_CHANNELS = 64  # below (either side), oneDNN's direct kernel in channels_last is faster
@@ -41,14 +45,48 @@ MIN_PIXELS = 32 * 32  # output pixels; below, the transforms cost more than the 
 WORKSPACE_BYTES = 16 << 20  # NNPACK workspace per call at most, where MIN_BAND_TILES allows
 MIN_BAND_TILES = 256  # 6x6 output tiles per band at least (each band transforms the whole kernel again)
 
+# nnpack.h: algorithm wt8x8, transform strategy "compute", activation identity
+_WT8X8, _COMPUTE, _IDENTITY = 3, 1, 0
+
+
+class _Size(ctypes.Structure):  # nnpack.h: struct nnp_size
+    _fields_ = [("width", ctypes.c_size_t), ("height", ctypes.c_size_t)]
+
+
+class _Padding(ctypes.Structure):  # nnpack.h: struct nnp_padding
+    _fields_ = [(side, ctypes.c_size_t) for side in ("top", "right", "bottom", "left")]
+
 
 @functools.cache
-def available() -> bool:
-    """Whether this torch build has NNPACK and it initialises on this CPU (also initialises it)."""
+def _nnpack() -> ctypes.CDLL | None:
+    """torch's CPU library with NNPACK's C API declared and initialised; None where it has no NNPACK, does not
+    export it, or NNPACK does not support this CPU."""
+    name = "libtorch_cpu" + (".dylib" if sys.platform == "darwin" else ".so")
     try:
-        return bool(torch._nnpack_available())
-    except (AttributeError, RuntimeError):
-        return False
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / name))
+        conv, init, pool = lib.nnp_convolution_inference, lib.nnp_initialize, lib.pthreadpool_create
+    except (OSError, AttributeError):
+        return None
+    init.restype = conv.restype = ctypes.c_int
+    pool.restype, pool.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    size_t, ptr = ctypes.c_size_t, ctypes.c_void_p
+    conv.argtypes = [
+        ctypes.c_int, ctypes.c_int, size_t, size_t, _Size, _Padding, _Size, _Size,  # algorithm ... subsample
+        ptr, ptr, ptr, ptr, ptr, ctypes.POINTER(size_t),  # input, kernel, bias, output, workspace, its size
+        ctypes.c_int, ptr, ptr, ptr,  # activation, its parameters, thread pool, profile
+    ]
+    return lib if init() == 0 else None
+
+
+@functools.cache
+def _thread_pool(threads: int) -> int:
+    """NNPACK's thread pool of ``threads`` threads (as torch's binding makes one at torch's thread count)."""
+    return _nnpack().pthreadpool_create(threads)
+
+
+def available() -> bool:
+    """Whether NNPACK's C API is usable in this torch build on this CPU (also initialises it)."""
+    return _nnpack() is not None
 
 
 class WinogradConv2d(nn.Conv2d):
@@ -81,35 +119,75 @@ def output_size(x_shape: torch.Size, ph: int, pw: int) -> tuple[int, int]:
 
 
 def band_rows(x_shape: torch.Size, out_channels: int, ph: int, pw: int) -> int:
-    """Output rows per NNPACK call for an input of ``x_shape``: all of them where the workspace fits in
+    """Output rows per NNPACK call for one image of ``x_shape``: all of them where the workspace fits in
     ``WORKSPACE_BYTES``, else a multiple of 6 (whole tiles) that keeps it there, but ``MIN_BAND_TILES``
     tiles at least."""
-    n, cin = x_shape[:2]
+    cin = x_shape[1]
     oh, ow = output_size(x_shape, ph, pw)
     tiles_x = -(-ow // 6)
-    per_tile_row = n * tiles_x * (cin + out_channels) * 64 * 4  # float32 8x8 tiles, input and output
+    per_tile_row = tiles_x * (cin + out_channels) * 64 * 4  # float32 8x8 tiles, input and output
     tile_rows = max(WORKSPACE_BYTES // per_tile_row, -(-MIN_BAND_TILES // tiles_x), 1)
     return min(6 * tile_rows, oh)
 
 
-def nnpack_conv(x: Tensor, weight: Tensor, bias: Tensor | None, ph: int, pw: int) -> Tensor:
-    """NNPACK's 3x3 stride-1 convolution of ``x`` with zero padding ``ph``, ``pw`` (float32, CPU), in bands
-    of :func:`band_rows` output rows."""
+def _inference(x: Tensor, weight: Tensor, bias: Tensor, out: Tensor, padding: tuple[int, int, int, int],
+               workspace: Tensor | None) -> Tensor:
+    """One ``nnp_convolution_inference`` call: ``out`` (C_out, H', W') = ``x`` (C_in, H, W), zero padded by
+    ``padding`` (top, right, bottom, left), correlated with the 3x3 ``weight``, plus ``bias``; all contiguous
+    float32. Returns the workspace, ``workspace`` where it was large enough, else a new one."""
+    lib = _nnpack()
+    args = [_WT8X8, _COMPUTE, x.shape[0], weight.shape[0], _Size(x.shape[2], x.shape[1]), _Padding(*padding),
+            _Size(3, 3), _Size(1, 1), x.data_ptr(), weight.data_ptr(), bias.data_ptr(), out.data_ptr()]
+    tail = [_IDENTITY, None, _thread_pool(torch.get_num_threads()), None]
+    size = ctypes.c_size_t(0)
+    status = lib.nnp_convolution_inference(*args, None, ctypes.byref(size), *tail)  # the workspace's size
+    if status == 0:
+        if workspace is None or workspace.numel() < size.value:
+            workspace = torch.empty(size.value, dtype=torch.uint8)
+        status = lib.nnp_convolution_inference(*args, workspace.data_ptr(), ctypes.byref(size), *tail)
+    if status != 0:
+        raise RuntimeError(f"NNPACK's convolution failed with nnp_status {status} (nnpack.h) for input "
+                           f"{tuple(x.shape)}, kernel {tuple(weight.shape)}, padding {padding}")
+    return workspace
+
+
+def _nnpack_conv(x: Tensor, weight: Tensor, bias: Tensor | None, ph: int, pw: int) -> Tensor:
+    """NNPACK's 3x3 stride-1 convolution of ``x`` with zero padding ``ph``, ``pw`` (float32, CPU), image by
+    image, in bands of :func:`band_rows` output rows."""
     x, weight = x.contiguous(), weight.contiguous()
-    h = x.shape[2]
+    bias = x.new_zeros(weight.shape[0]) if bias is None else bias.contiguous()
+    cout, h = weight.shape[0], x.shape[2]
     oh, ow = output_size(x.shape, ph, pw)
-    rows = band_rows(x.shape, weight.shape[0], ph, pw)
-    if rows >= oh:
-        return torch._nnpack_spatial_convolution(x, weight, bias, [ph, pw])
-    out = x.new_empty(x.shape[0], weight.shape[0], oh, ow)
-    for top in range(0, oh, rows):
-        bottom = min(top + rows, oh)
-        first, last = top - ph, bottom + 2 - ph  # the band's input rows, in unpadded coordinates
-        band = x[:, :, max(first, 0) : min(last, h)]
-        if first < 0 or last > h:  # the zero padding rows of the map's top or bottom edge
-            band = F.pad(band, (0, 0, max(-first, 0), max(last - h, 0)))
-        out[:, :, top:bottom] = torch._nnpack_spatial_convolution(band.contiguous(), weight, bias, [0, pw])
+    rows = band_rows(x.shape, cout, ph, pw)
+    out = x.new_empty(x.shape[0], cout, oh, ow)
+    band_out = x.new_empty(cout * rows * ow) if rows < oh else None
+    workspace = None
+    for image, target in zip(x, out, strict=True):
+        for top in range(0, oh, rows):
+            bottom = min(top + rows, oh)
+            first, last = top - ph, bottom + 2 - ph  # the band's input rows, in unpadded coordinates
+            lo, hi = max(first, 0), min(last, h)  # the rows outside are the map's zero padding
+            padding = (lo - first, pw, last - hi, pw)
+            if band_out is None:
+                workspace = _inference(image, weight, bias, target, padding, workspace)
+                continue
+            dst = band_out[: cout * (bottom - top) * ow].view(cout, bottom - top, ow)
+            workspace = _inference(image[:, lo:hi].contiguous(), weight, bias, dst, padding, workspace)
+            target[:, top:bottom] = dst
     return out
+
+
+def _output_like(x: Tensor, weight: Tensor, bias: Tensor | None, ph: int, pw: int) -> Tensor:
+    return x.new_empty(x.shape[0], weight.shape[0], *output_size(x.shape, ph, pw))
+
+
+# A torch operator, so that FLOP counters and torch.compile see one convolution (shapes from the Meta kernel).
+# torch.library.custom_op would do the same but loads torch's tracing stack on first call (+150 MiB resident).
+_LIBRARY = torch.library.Library("sanet_bench", "DEF")
+_LIBRARY.define("winograd_conv3x3(Tensor x, Tensor weight, Tensor? bias, int ph, int pw) -> Tensor")
+_LIBRARY.impl("winograd_conv3x3", _nnpack_conv, "CPU")
+_LIBRARY.impl("winograd_conv3x3", _output_like, "Meta")
+nnpack_conv = torch.ops.sanet_bench.winograd_conv3x3
 
 
 class _NNPACKConv(torch.autograd.Function):
