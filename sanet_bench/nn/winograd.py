@@ -17,9 +17,10 @@ chooses per call, for float32 CPU inputs, by the per-layer measurements in docs/
   workspace this module allocates per call and frees after it. torch's own binding keeps its workspace per
   thread for reuse, which stayed under every later stage of a call and pinned the freed heap below it.
   The workspace holds the transformed input and output tiles of the whole map (``(C_in + C_out)`` 8x8 tiles
-  per 6x6 output tile: 3.75 times a 128 -> 128 layer's output), so a call whose workspace would exceed
-  ``WORKSPACE_BYTES`` runs in bands of output rows (a halo of 2 input rows each), no band under
-  ``MIN_BAND_TILES`` tiles (each call transforms the whole kernel again). An NNPACK output of at most
+  per 6x6 output tile: 3.75 times a 128 -> 128 layer's output) and a block of the transformed kernel (2-15
+  MiB for VGG layers), so a call whose tiles would exceed ``WORKSPACE_BYTES`` runs in bands of output rows
+  (a halo of 2 input rows each), no band under ``MIN_BAND_TILES`` tiles (each call transforms the whole
+  kernel again). An NNPACK output of at most
   ``MIN_CHANNELS`` channels is handed on in channels_last: the direct layers that take it (a decoder's last,
   full-resolution stage) then need no reorder of the map, which in NCHW costs a transient copy.
 * oneDNN in channels_last for an RGB input layer (several times faster, and cheap to convert);
@@ -42,7 +43,7 @@ from torch import Tensor, nn
 
 MIN_CHANNELS = 64  # below (either side), oneDNN's direct kernel in channels_last is faster
 MIN_PIXELS = 32 * 32  # output pixels; below, the transforms cost more than the multiplications saved
-WORKSPACE_BYTES = 16 << 20  # NNPACK workspace per call at most, where MIN_BAND_TILES allows
+WORKSPACE_BYTES = 16 << 20  # transformed tiles per NNPACK call at most, where MIN_BAND_TILES allows
 MIN_BAND_TILES = 256  # 6x6 output tiles per band at least (each band transforms the whole kernel again)
 
 # nnpack.h: algorithm wt8x8, transform strategy "compute", activation identity
@@ -119,9 +120,9 @@ def output_size(x_shape: torch.Size, ph: int, pw: int) -> tuple[int, int]:
 
 
 def band_rows(x_shape: torch.Size, out_channels: int, ph: int, pw: int) -> int:
-    """Output rows per NNPACK call for one image of ``x_shape``: all of them where the workspace fits in
-    ``WORKSPACE_BYTES``, else a multiple of 6 (whole tiles) that keeps it there, but ``MIN_BAND_TILES``
-    tiles at least."""
+    """Output rows per NNPACK call for one image of ``x_shape``: all of them where the transformed input and
+    output tiles fit in ``WORKSPACE_BYTES``, else a multiple of 6 (whole tiles) that keeps them there, but
+    ``MIN_BAND_TILES`` tiles at least."""
     cin = x_shape[1]
     oh, ow = output_size(x_shape, ph, pw)
     tiles_x = -(-ow // 6)
