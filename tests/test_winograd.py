@@ -176,7 +176,7 @@ def test_an_unsupported_call_is_an_error_naming_nnpack_s_status():
     x, weight, bias = torch.rand(128, 8, 8), torch.rand(128, 128, 3, 3), torch.zeros(128)
     out = torch.empty(128, 12, 6)
     with pytest.raises(RuntimeError, match=r"nnp_status 12 .*padding \(3, 0, 3, 0\)"):  # invalid padding
-        winograd._inference(x, weight, bias, out, (3, 0, 3, 0), None)
+        winograd._inference(x, weight, bias, out, (3, 0, 3, 0))
 
 
 def test_the_operator_has_a_shape_for_tracing():
@@ -187,3 +187,17 @@ def test_the_operator_has_a_shape_for_tracing():
     compiled = torch.compile(conv, backend="eager", fullgraph=True)  # fullgraph: no break at the NNPACK call
     with torch.inference_mode():
         assert torch.equal(compiled(x), conv(x))
+
+
+def test_the_workspace_is_kept_per_thread_and_grown_when_needed():
+    import threading
+
+    first = winograd._workspace(1 << 20)
+    assert winograd._workspace(1000).data_ptr() == first.data_ptr()  # kept: no new mapping per call
+    grown = winograd._workspace(first.numel() + 1)
+    assert grown.numel() > first.numel() and winograd._workspace(1000).data_ptr() == grown.data_ptr()
+    other = []
+    thread = threading.Thread(target=lambda: other.append(winograd._workspace(1000).data_ptr()))
+    thread.start()
+    thread.join()
+    assert other and other[0] != grown.data_ptr()  # NNPACK calls on two threads never share one

@@ -14,8 +14,8 @@ chooses per call, for float32 CPU inputs, by the per-layer measurements in docs/
 * NNPACK where both sides have at least ``MIN_CHANNELS`` channels, one side more, and the output has at
   least ``MIN_PIXELS`` pixels. 64 -> 64 layers stay direct: on a VGG they are the full-resolution maps.
   NNPACK is called through its C API (``nnp_convolution_inference``, exported by torch's CPU library) with a
-  workspace this module allocates per call and frees after it. torch's own binding keeps its workspace per
-  thread for reuse, which stayed under every later stage of a call and pinned the freed heap below it.
+  workspace of this module's: one per thread, in a mapping of its own. torch's own binding keeps its
+  workspace per thread too, but in the C heap, where it pinned the heap freed below it.
   The workspace holds the transformed input and output tiles of the whole map (``(C_in + C_out)`` 8x8 tiles
   per 6x6 output tile: 3.75 times a 128 -> 128 layer's output) and a block of the transformed kernel (2-15
   MiB for VGG layers), so a call whose tiles would exceed ``WORKSPACE_BYTES`` runs in bands of output rows
@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import mmap
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -45,6 +47,7 @@ MIN_CHANNELS = 64  # below (either side), oneDNN's direct kernel in channels_las
 MIN_PIXELS = 32 * 32  # output pixels; below, the transforms cost more than the multiplications saved
 WORKSPACE_BYTES = 16 << 20  # transformed tiles per NNPACK call at most, where MIN_BAND_TILES allows
 MIN_BAND_TILES = 256  # 6x6 output tiles per band at least (each band transforms the whole kernel again)
+WORKSPACE_MAP_BYTES = 64 << 20  # address space of a workspace mapping at least (untouched pages cost nothing)
 
 # nnpack.h: algorithm wt8x8, transform strategy "compute", activation identity
 _WT8X8, _COMPUTE, _IDENTITY = 3, 1, 0
@@ -79,6 +82,27 @@ def _nnpack() -> ctypes.CDLL | None:
     return lib if init() == 0 else None
 
 
+_THREAD = threading.local()
+
+
+def _workspace(nbytes: int) -> Tensor:
+    """This thread's NNPACK workspace of at least ``nbytes``: a mapping of its own, outside the C heap (where
+    a long-lived block pins the heap freed below it), kept from call to call (a new one per call pays its page
+    faults: 8-10 % of a call at 512 px). Mapped at ``WORKSPACE_MAP_BYTES`` at least: only the pages NNPACK
+    touches are resident."""
+    buffer = getattr(_THREAD, "workspace", None)
+    if buffer is None or buffer.numel() < nbytes:
+        _THREAD.workspace = None  # unmapped before the larger one is mapped
+        size = max(nbytes, WORKSPACE_MAP_BYTES)
+        _THREAD.workspace = buffer = torch.frombuffer(mmap.mmap(-1, size), dtype=torch.uint8)
+    return buffer
+
+
+def _drop_workspace() -> None:
+    """Unmap this thread's workspace (NNPACK's next call maps a new one)."""
+    _THREAD.workspace = None
+
+
 @functools.cache
 def _thread_pool(threads: int) -> int:
     """NNPACK's thread pool of ``threads`` threads (as torch's binding makes one at torch's thread count)."""
@@ -97,14 +121,18 @@ class WinogradConv2d(nn.Conv2d):
         cpu32 = input.device.type == "cpu" and input.dtype == weight.dtype == torch.float32
         if not cpu32 or input.dim() != 4:
             return super()._conv_forward(input, weight, bias)
+        narrow = self.in_channels < MIN_CHANNELS or self.out_channels < MIN_CHANNELS
+        if narrow or max(self.in_channels, self.out_channels) <= MIN_CHANNELS:
+            # A VGG's full-resolution layers, where a call's peak memory sits: NNPACK's workspace is not kept
+            # under them (the next NNPACK layer maps it again).
+            _drop_workspace()
         if self.in_channels < MIN_CHANNELS:  # an RGB input layer: cheap to convert, several times faster
             return super()._conv_forward(input.contiguous(memory_format=torch.channels_last), weight, bias)
         ph, pw = self.padding  # type: ignore[misc]
         oh, ow = output_size(input.shape, ph, pw)
         pixels = oh * ow
-        small = self.out_channels < MIN_CHANNELS or max(self.in_channels, self.out_channels) <= MIN_CHANNELS
-        if small or pixels < MIN_PIXELS:  # oneDNN, in the input's memory format
-            return super()._conv_forward(input, weight, bias)
+        if narrow or max(self.in_channels, self.out_channels) <= MIN_CHANNELS or pixels < MIN_PIXELS:
+            return super()._conv_forward(input, weight, bias)  # oneDNN, in the input's memory format
         if torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad):
             out = _NNPACKConv.apply(input, weight, bias, ph, pw)
         else:
@@ -131,11 +159,10 @@ def band_rows(x_shape: torch.Size, out_channels: int, ph: int, pw: int) -> int:
     return min(6 * tile_rows, oh)
 
 
-def _inference(x: Tensor, weight: Tensor, bias: Tensor, out: Tensor, padding: tuple[int, int, int, int],
-               workspace: Tensor | None) -> Tensor:
+def _inference(x: Tensor, weight: Tensor, bias: Tensor, out: Tensor, padding: tuple[int, ...]) -> None:
     """One ``nnp_convolution_inference`` call: ``out`` (C_out, H', W') = ``x`` (C_in, H, W), zero padded by
     ``padding`` (top, right, bottom, left), correlated with the 3x3 ``weight``, plus ``bias``; all contiguous
-    float32. Returns the workspace, ``workspace`` where it was large enough, else a new one."""
+    float32."""
     lib = _nnpack()
     args = [_WT8X8, _COMPUTE, x.shape[0], weight.shape[0], _Size(x.shape[2], x.shape[1]), _Padding(*padding),
             _Size(3, 3), _Size(1, 1), x.data_ptr(), weight.data_ptr(), bias.data_ptr(), out.data_ptr()]
@@ -143,13 +170,11 @@ def _inference(x: Tensor, weight: Tensor, bias: Tensor, out: Tensor, padding: tu
     size = ctypes.c_size_t(0)
     status = lib.nnp_convolution_inference(*args, None, ctypes.byref(size), *tail)  # the workspace's size
     if status == 0:
-        if workspace is None or workspace.numel() < size.value:
-            workspace = torch.empty(size.value, dtype=torch.uint8)
-        status = lib.nnp_convolution_inference(*args, workspace.data_ptr(), ctypes.byref(size), *tail)
+        workspace = _workspace(size.value).data_ptr()
+        status = lib.nnp_convolution_inference(*args, workspace, ctypes.byref(size), *tail)
     if status != 0:
         raise RuntimeError(f"NNPACK's convolution failed with nnp_status {status} (nnpack.h) for input "
                            f"{tuple(x.shape)}, kernel {tuple(weight.shape)}, padding {padding}")
-    return workspace
 
 
 def _nnpack_conv(x: Tensor, weight: Tensor, bias: Tensor | None, ph: int, pw: int) -> Tensor:
@@ -162,7 +187,6 @@ def _nnpack_conv(x: Tensor, weight: Tensor, bias: Tensor | None, ph: int, pw: in
     rows = band_rows(x.shape, cout, ph, pw)
     out = x.new_empty(x.shape[0], cout, oh, ow)
     band_out = x.new_empty(cout * rows * ow) if rows < oh else None
-    workspace = None
     for image, target in zip(x, out, strict=True):
         for top in range(0, oh, rows):
             bottom = min(top + rows, oh)
@@ -170,10 +194,10 @@ def _nnpack_conv(x: Tensor, weight: Tensor, bias: Tensor | None, ph: int, pw: in
             lo, hi = max(first, 0), min(last, h)  # the rows outside are the map's zero padding
             padding = (lo - first, pw, last - hi, pw)
             if band_out is None:
-                workspace = _inference(image, weight, bias, target, padding, workspace)
+                _inference(image, weight, bias, target, padding)
                 continue
             dst = band_out[: cout * (bottom - top) * ow].view(cout, bottom - top, ow)
-            workspace = _inference(image[:, lo:hi].contiguous(), weight, bias, dst, padding, workspace)
+            _inference(image[:, lo:hi].contiguous(), weight, bias, dst, padding)
             target[:, top:bottom] = dst
     return out
 
