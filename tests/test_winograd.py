@@ -201,3 +201,18 @@ def test_the_workspace_is_kept_per_thread_and_grown_when_needed():
     thread.start()
     thread.join()
     assert other and other[0] != grown.data_ptr()  # NNPACK calls on two threads never share one
+
+
+def test_the_workspace_is_unmapped_before_a_direct_layer_on_a_map_as_large():
+    nnpack, few_pixels, full_resolution = _conv(64, 128, 1), _conv(128, 128), _conv(64, 64, 1)
+    x = torch.rand(1, 64, 36, 36, generator=torch.Generator().manual_seed(8))
+    with torch.inference_mode():
+        nnpack(x)
+        kept = winograd._THREAD.workspace
+        nnpack(x)
+        few_pixels(torch.rand(1, 128, 20, 20))  # direct for its few pixels: between NNPACK layers
+        full_resolution(x)  # direct for its channels, but its map is smaller than the workspace in use
+        assert kept is not None and winograd._THREAD.workspace is kept
+        large = torch.rand(1, 64, 1, winograd._THREAD.touched // 256 + 1)  # 64 float32 channels: 256 B/pixel
+        full_resolution(large)
+        assert winograd._THREAD.workspace is None

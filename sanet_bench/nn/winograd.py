@@ -14,15 +14,17 @@ chooses per call, for float32 CPU inputs, by the per-layer measurements in docs/
 * NNPACK where both sides have at least ``MIN_CHANNELS`` channels, one side more, and the output has at
   least ``MIN_PIXELS`` pixels. 64 -> 64 layers stay direct: on a VGG they are the full-resolution maps.
   NNPACK is called through its C API (``nnp_convolution_inference``, exported by torch's CPU library) with a
-  workspace of this module's: one per thread, in a mapping of its own. torch's own binding keeps its
-  workspace per thread too, but in the C heap, where it pinned the heap freed below it.
-  The workspace holds the transformed input and output tiles of the whole map (``(C_in + C_out)`` 8x8 tiles
-  per 6x6 output tile: 3.75 times a 128 -> 128 layer's output) and a block of the transformed kernel (2-15
-  MiB for VGG layers), so a call whose tiles would exceed ``WORKSPACE_BYTES`` runs in bands of output rows
-  (a halo of 2 input rows each), no band under ``MIN_BAND_TILES`` tiles (each call transforms the whole
-  kernel again). An NNPACK output of at most
-  ``MIN_CHANNELS`` channels is handed on in channels_last: the direct layers that take it (a decoder's last,
-  full-resolution stage) then need no reorder of the map, which in NCHW costs a transient copy.
+  workspace of this module's: one per thread, in a mapping of its own, kept from call to call but unmapped
+  before a layer that runs direct for its channel count on a map at least as large (a VGG's full-resolution
+  stages from 512 px on, where a call's peak memory sits). torch's own binding keeps its workspace in the C
+  heap, where it pinned the heap freed below it, under every later stage. The workspace holds the
+  transformed input and output tiles of the whole map (``(C_in + C_out)`` 8x8 tiles per 6x6 output tile:
+  3.75 times a 128 -> 128 layer's output) and a block of the transformed kernel (2-15 MiB for VGG layers), so
+  a call whose tiles would exceed ``WORKSPACE_BYTES`` runs in bands of output rows (a halo of 2 input rows
+  each), no band under ``MIN_BAND_TILES`` tiles (each call transforms the whole kernel again). An NNPACK
+  output of at most ``MIN_CHANNELS`` channels is handed on in channels_last: the direct layers that take it
+  (a decoder's last, full-resolution stage) then need no reorder of the map, which in NCHW costs a
+  transient copy.
 * oneDNN in channels_last for an RGB input layer (several times faster, and cheap to convert);
 * oneDNN in the input's own memory format otherwise (converting a large map costs more than it saves).
 
@@ -95,12 +97,18 @@ def _workspace(nbytes: int) -> Tensor:
         _THREAD.workspace = None  # unmapped before the larger one is mapped
         size = max(nbytes, WORKSPACE_MAP_BYTES)
         _THREAD.workspace = buffer = torch.frombuffer(mmap.mmap(-1, size), dtype=torch.uint8)
+        _THREAD.touched = 0
+    _THREAD.touched = max(_THREAD.touched, nbytes)
     return buffer
 
 
-def _drop_workspace() -> None:
-    """Unmap this thread's workspace (NNPACK's next call maps a new one)."""
-    _THREAD.workspace = None
+def _drop_workspace_before(x: Tensor) -> None:
+    """Unmap this thread's workspace before a direct convolution of ``x`` if ``x`` is at least as large as
+    the workspace's touched part: a VGG's full-resolution layers at 512 px and more, where a call's peak
+    memory sits. There NNPACK's next call faulting the workspace in again costs a few percent of the layer;
+    at 256 px it would cost about as much as the layer (WCT and Gatys 256 px: 0.97-1.22 of d4d24c6's time)."""
+    if getattr(_THREAD, "workspace", None) is not None and x.numel() * x.element_size() >= _THREAD.touched:
+        _THREAD.workspace = None
 
 
 @functools.cache
@@ -123,9 +131,7 @@ class WinogradConv2d(nn.Conv2d):
             return super()._conv_forward(input, weight, bias)
         narrow = self.in_channels < MIN_CHANNELS or self.out_channels < MIN_CHANNELS
         if narrow or max(self.in_channels, self.out_channels) <= MIN_CHANNELS:
-            # A VGG's full-resolution layers, where a call's peak memory sits: NNPACK's workspace is not kept
-            # under them (the next NNPACK layer maps it again).
-            _drop_workspace()
+            _drop_workspace_before(input)  # a VGG's full-resolution layers, where a call's peak sits
         if self.in_channels < MIN_CHANNELS:  # an RGB input layer: cheap to convert, several times faster
             return super()._conv_forward(input.contiguous(memory_format=torch.channels_last), weight, bias)
         ph, pw = self.padding  # type: ignore[misc]
