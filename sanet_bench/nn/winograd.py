@@ -90,8 +90,7 @@ _THREAD = threading.local()
 def _workspace(nbytes: int) -> Tensor:
     """This thread's NNPACK workspace of at least ``nbytes``: a mapping of its own, outside the C heap (where
     a long-lived block pins the heap freed below it), kept from call to call (a new one per call pays its page
-    faults: 8-10 % of a call at 512 px). Mapped at ``WORKSPACE_MAP_BYTES`` at least: only the pages NNPACK
-    touches are resident."""
+    faults). Mapped at ``WORKSPACE_MAP_BYTES`` at least: only the pages NNPACK touches are resident."""
     buffer = getattr(_THREAD, "workspace", None)
     if buffer is None or buffer.numel() < nbytes:
         _THREAD.workspace = None  # unmapped before the larger one is mapped
@@ -106,7 +105,7 @@ def _drop_workspace_before(x: Tensor) -> None:
     """Unmap this thread's workspace before a direct convolution of ``x`` if ``x`` is at least as large as
     the workspace's touched part: a VGG's full-resolution layers at 512 px and more, where a call's peak
     memory sits. There NNPACK's next call faulting the workspace in again costs a few percent of the layer;
-    at 256 px it would cost about as much as the layer (WCT and Gatys 256 px: 0.97-1.22 of d4d24c6's time)."""
+    at 256 px it would cost about as much as the layer (docs/performance.md, sixth measurement)."""
     if getattr(_THREAD, "workspace", None) is not None and x.numel() * x.element_size() >= _THREAD.touched:
         _THREAD.workspace = None
 
