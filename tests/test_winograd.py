@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -190,8 +192,6 @@ def test_the_operator_has_a_shape_for_tracing():
 
 
 def test_the_workspace_is_kept_per_thread_and_grown_when_needed():
-    import threading
-
     first = winograd._workspace(1 << 20)
     assert winograd._workspace(1000).data_ptr() == first.data_ptr()  # kept: no new mapping per call
     grown = winograd._workspace(first.numel() + 1)

@@ -128,16 +128,16 @@ class WinogradConv2d(nn.Conv2d):
         cpu32 = input.device.type == "cpu" and input.dtype == weight.dtype == torch.float32
         if not cpu32 or input.dim() != 4:
             return super()._conv_forward(input, weight, bias)
-        narrow = self.in_channels < MIN_CHANNELS or self.out_channels < MIN_CHANNELS
-        if narrow or max(self.in_channels, self.out_channels) <= MIN_CHANNELS:
+        channels = (self.in_channels, self.out_channels)
+        if min(channels) < MIN_CHANNELS or max(channels) <= MIN_CHANNELS:  # direct for its channel count
             _drop_workspace_before(input)  # a VGG's full-resolution layers, where a call's peak sits
-        if self.in_channels < MIN_CHANNELS:  # an RGB input layer: cheap to convert, several times faster
-            return super()._conv_forward(input.contiguous(memory_format=torch.channels_last), weight, bias)
+            if self.in_channels < MIN_CHANNELS:  # an RGB input layer: cheap to convert, several times faster
+                input = input.contiguous(memory_format=torch.channels_last)
+            return super()._conv_forward(input, weight, bias)
         ph, pw = self.padding  # type: ignore[misc]
         oh, ow = output_size(input.shape, ph, pw)
-        pixels = oh * ow
-        if narrow or max(self.in_channels, self.out_channels) <= MIN_CHANNELS or pixels < MIN_PIXELS:
-            return super()._conv_forward(input, weight, bias)  # oneDNN, in the input's memory format
+        if oh * ow < MIN_PIXELS:  # oneDNN, in the input's memory format
+            return super()._conv_forward(input, weight, bias)
         if torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad):
             out = _NNPACKConv.apply(input, weight, bias, ph, pw)
         else:
