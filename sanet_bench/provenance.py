@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from . import OPENMP_ENV
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Distributions whose versions change numbers or speed; recorded with every run.
 PACKAGES = (
@@ -130,5 +132,6 @@ def environment(device: str | torch.device = "cpu") -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "openmp": " ".join(f"{k}={os.environ[k]}" for k in OPENMP_ENV if k in os.environ) or None,
         "versions": {k: v for k, v in vers.items() if k not in ("sanet-bench", "torch", "torchvision")},
     }

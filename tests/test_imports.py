@@ -2,12 +2,19 @@
 
 Every ``import`` statement counts, at module level or inside a function (a lazy import is still a
 dependency). Walked with ``ast`` over the source of ``sanet_bench`` and ``baselines``; no module is imported.
+Also: what importing ``sanet_bench`` sets before torch loads (OpenMP's waiting), in fresh interpreters.
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("sanet_bench", "baselines")
@@ -91,3 +98,23 @@ def test_the_walker_reads_relative_and_lazy_imports():
     graph = import_graph()
     assert "sanet_bench.registry" in graph["sanet_bench.nn.vgg"]  # `from ..registry import ...`
     assert "sanet_bench.io" in graph["sanet_bench.registry"]
+
+
+OPENMP = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ({}, {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000"}),  # spin ~0.1 ms, then sleep
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": None}),  # the user's
+    ({"GOMP_SPINCOUNT": "0"}, {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0"}),  # libgomp reads this
+])
+def test_importing_the_package_sets_openmp_waiting_unless_the_user_did(given, expected):
+    seen = f"{{k: os.environ.get(k) for k in {OPENMP!r}}}"
+    code = ("import json, os, sanet_bench; from sanet_bench.provenance import environment; "
+            f"print(json.dumps([{seen}, environment('cpu')['openmp']]))")
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP} | given
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    seen, recorded = json.loads(out.stdout)
+    assert seen == expected
+    assert all(f"{k}={v}" in recorded for k, v in expected.items() if v)  # every result records them
