@@ -17,8 +17,8 @@ Optimiser: L-BFGS as in the paper (torch.optim.LBFGS, step 1, history 100, no li
 ``iters`` iterations (tolerances 0, so it stops early only on an exactly zero gradient or step). Each image
 of a batch is optimised on its own so its result does not depend on its batch-mates. Deterministic: the start
 is the content, nothing is random. Pixels are optimised in RGB [0,1] space, unconstrained; the output is
-returned un-clamped. Stages: ``encode`` (target features), ``transform`` (the optimisation); there is no
-decoder.
+returned un-clamped. Stages: ``encode`` (the style's Gram matrices), ``transform`` (the optimisation,
+whose first evaluation, at the content, gives the content target); there is no decoder.
 """
 
 from __future__ import annotations
@@ -64,16 +64,25 @@ class GatysFeatures(nn.Module):
 
 
 class GatysLoss:
-    """``L(x) = ratio * L_c(x) + alpha * L_s(x)`` for one content/style pair (module doc); returns all 3."""
+    """``L(x) = ratio * L_c(x) + alpha * L_s(x)`` for one content/style pair (module doc); returns all 3.
+
+    The content target ``P`` (the content's relu4_2) is taken from the first evaluation where that is at the
+    content itself, as L-BFGS's is (one VGG pass fewer per image), and computed otherwise."""
 
     def __init__(self, features: GatysFeatures, content: Tensor, style: Tensor, alpha: float, ratio: float):
         self.features, self.alpha, self.ratio = features, alpha, ratio
+        self.content, self.p = content, None
         with torch.no_grad():
-            self.p = features(content)[0]
             self.a = [gram(f) for f in features(style)[1]]
 
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         fc, fs = self.features(x)
+        if self.p is None:
+            if torch.equal(x.detach(), self.content):
+                self.p = fc.detach()
+            else:
+                with torch.no_grad():
+                    self.p = self.features(self.content)[0]
         l_c = 0.5 * (fc - self.p).pow(2).sum()
         l_s = sum(
             STYLE_LAYER_WEIGHT * 0.25 * F.mse_loss(gram(f), a, reduction="mean")

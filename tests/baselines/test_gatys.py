@@ -57,6 +57,22 @@ def test_loss_is_the_papers(calibrated):
     torch.testing.assert_close(total, 1e-2 * want_c + 0.7 * want_s, rtol=1e-4, atol=0)
 
 
+def test_the_content_target_comes_from_the_first_evaluation_at_the_content(calibrated):
+    c, s = _photos()
+    passes = []
+    hook = calibrated.features.register_forward_hook(lambda *args: passes.append(1))
+    try:
+        loss = GatysLoss(calibrated.features, c, s, alpha=1.0, ratio=1e-3)
+        assert loss.p is None and len(passes) == 1  # the style's pass only
+        optimise(loss, c, 3)
+        assert len(passes) == 1 + 3  # and one evaluation per iteration; none for the content target
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        want = calibrated.features(c)[0]
+    assert torch.equal(loss.p, want)  # the same pixels, the same features as a pass of their own
+
+
 def test_loss_decreases_over_iterations(calibrated):
     c, s = _photos()
     loss = GatysLoss(calibrated.features, c, s, alpha=1.0, ratio=1e-3)
