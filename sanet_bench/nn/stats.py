@@ -32,7 +32,30 @@ def adain(content: Tensor, style: Tensor) -> Tensor:
 
 
 def gram(feat: Tensor) -> Tensor:
-    """Gram matrix normalised by the number of positions: [N, C, C]."""
-    n, c = feat.shape[:2]
-    flat = feat.reshape(n, c, -1)
-    return torch.bmm(flat, flat.transpose(1, 2)) / flat.shape[2]
+    """Gram matrix normalised by the number of positions, ``G = F F^T / M``: [N, C, C]."""
+    return _Gram.apply(feat)
+
+
+class _Gram(torch.autograd.Function):
+    """:func:`gram` with its gradient ``(g + g^T) F / M`` as one product, in the feature's memory format.
+
+    Autograd through ``bmm`` takes two products and their sum, and for a channels_last map keeps a
+    channel-major copy for the backward; here the map itself is kept (positions x channels: a view of it)."""
+
+    @staticmethod
+    def forward(ctx, feat: Tensor) -> Tensor:
+        ctx.save_for_backward(feat)
+        n, c = feat.shape[:2]
+        flat = feat.reshape(n, c, -1)
+        return torch.bmm(flat, flat.transpose(1, 2)) / flat.shape[2]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (feat,) = ctx.saved_tensors
+        n, c = feat.shape[:2]
+        sym = (grad + grad.transpose(1, 2)) / feat[0, 0].numel()
+        channels_last = feat.dim() == 4 and feat.is_contiguous(memory_format=torch.channels_last)
+        if channels_last and not feat.is_contiguous():
+            positions = feat.permute(0, 2, 3, 1).reshape(n, -1, c)  # a view: [N, H*W, C]
+            return torch.bmm(positions, sym).view(n, *feat.shape[2:], c).permute(0, 3, 1, 2)
+        return torch.bmm(sym, feat.reshape(n, c, -1)).view(feat.shape)
