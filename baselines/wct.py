@@ -78,12 +78,19 @@ class ReflectOrReplicatePad2d(nn.ReflectionPad2d):
         return F.pad(x, self.padding, mode="replicate")
 
 
+PRODUCT_BYTES = 4 << 20  # float64 columns per product of the whitening-colouring matrix with the map
+
+
 def _centred_cov(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """x [N,C,L] float64, a copy of the caller's, centred in place (one full-size map less at a time) ->
-    (x - mean, mean, covariance / max(L - 1, 1))."""
-    mean = x.mean(-1, keepdim=True)
-    xc = x.sub_(mean)
-    return xc, mean, xc @ xc.transpose(1, 2) / max(x.shape[-1] - 1, 1)
+    """x [N,C,H,W] -> (x - mean as a float64 [N,C,HW] map of its own, mean, covariance / max(HW - 1, 1)).
+
+    One float64 copy in any memory format (a channels_last map reshaped first would be copied twice), centred
+    in place."""
+    n, c = x.shape[:2]
+    xc = torch.empty(x.shape, dtype=torch.float64, device=x.device).copy_(x).view(n, c, -1)
+    mean = xc.mean(-1, keepdim=True)
+    xc.sub_(mean)
+    return xc, mean, xc @ xc.transpose(1, 2) / max(xc.shape[-1] - 1, 1)
 
 
 def wct(content: Tensor, style: Tensor, threshold: float = EIG_THRESHOLD) -> Tensor:
@@ -91,10 +98,12 @@ def wct(content: Tensor, style: Tensor, threshold: float = EIG_THRESHOLD) -> Ten
 
     content [N,C,H,W], style [N,C,H',W'] -> [N,C,H,W] in the content's dtype; computed in float64 on the
     content's device. Eigenvalues ``< threshold`` of each covariance are dropped (k_c, k_s separately).
+    The float64 maps are a call's largest allocations: one full-size map at a time (the style's is freed
+    before the content's is made, and the product overwrites the content's in bands of columns).
     """
     n, c, h, w = content.shape
-    xc, _, cov_c = _centred_cov(content.reshape(n, c, -1).to(torch.float64, copy=True))
-    _, mean_s, cov_s = _centred_cov(style.reshape(n, c, -1).to(torch.float64, copy=True))
+    mean_s, cov_s = _centred_cov(style)[1:]
+    xc, _, cov_c = _centred_cov(content)
     e_c, v_c = torch.linalg.eigh(cov_c)
     e_s, v_s = torch.linalg.eigh(cov_s)
     keep_c, keep_s = e_c >= threshold, e_s >= threshold
@@ -102,9 +111,10 @@ def wct(content: Tensor, style: Tensor, threshold: float = EIG_THRESHOLD) -> Ten
     d_s = torch.where(keep_s, e_s.clamp_min(threshold).sqrt(), torch.zeros_like(e_s))
     whiten = (v_c * d_c.unsqueeze(1)) @ v_c.transpose(1, 2)
     colour = (v_s * d_s.unsqueeze(1)) @ v_s.transpose(1, 2)
-    out = (colour @ whiten) @ xc
-    del xc  # the float64 maps are the largest allocations of a call: one at a time where possible
-    return out.add_(mean_s).to(content.dtype).reshape(n, c, h, w)
+    transform = colour @ whiten
+    for band in xc.split(max(1, PRODUCT_BYTES // (8 * c)), dim=2):
+        band.copy_(transform @ band)
+    return xc.add_(mean_s).to(content.dtype).view(n, c, h, w)
 
 
 class WCT(Method):
