@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from .config import DTYPES
 from .errors import ConfigError, ImageError
 from .nn.precision import cuda_tf32
+from .nn.resample import fuse_upsample_pad
 from .nn.winograd import use_winograd
 from .registry import MethodSpec
 
@@ -191,6 +192,7 @@ def prepare(
     then not split). ``model.fast_path`` records the choice as resolved.
     """
     check_fast_path(dtype, model.device, winograd, compile)
+    fuse_upsample_pad(model)  # exact on every path: one map less at a decoder's upsampling
     cpu = model.device.type == "cpu"
     if winograd is None:
         winograd = cpu and dtype == "fp32" and not compile and model.winograd_on_cpu
