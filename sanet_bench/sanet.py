@@ -85,8 +85,8 @@ class SANet(Method):
 
     def _stylize(self, content: Tensor, style: Tensor, alpha: float) -> Tensor:
         with self.stage("encode"):
-            c4, c5 = self.encoder(content)[3:]
-            s4, s5 = self.encoder(style)[3:]
+            c4, c5 = self.encoder(content, first=3)
+            s4, s5 = self.encoder(style, first=3)
         with self.stage("transform"):
             t = self.transform(c4, s4, c5, s5)
             if alpha < 1.0:

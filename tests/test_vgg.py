@@ -35,6 +35,16 @@ def test_encoder_shapes_ceil_mode():
     assert [tuple(f.shape[-2:]) for f in feats] == [(72, 40), (36, 20), (18, 10), (9, 5), (5, 3)]
 
 
+def test_encoder_keeps_only_the_features_asked_for():
+    """``first`` drops the earlier features (their maps are freed during the pass), same values."""
+    enc = VGGEncoder(vgg_normalised())
+    x = torch.rand(1, 3, 40, 40)
+    feats = enc(x)
+    late = enc(x, first=3)
+    assert len(late) == 2 and all(torch.equal(a, b) for a, b in zip(late, feats[3:], strict=True))
+    assert torch.equal(enc.last(x), feats[-1]) and torch.equal(enc.last(x, depth=2), feats[1])
+
+
 def test_offline_encoder_is_deterministic_and_calibrated():
     a, b = offline_vgg_normalised(0), offline_vgg_normalised(0)
     pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)

@@ -89,17 +89,21 @@ class VGGEncoder(nn.Module):
         for p in self.vgg.parameters():
             p.requires_grad_(False)
 
-    def forward(self, x: Tensor, depth: int | None = None) -> list[Tensor]:
+    def forward(self, x: Tensor, depth: int | None = None, first: int = 0) -> list[Tensor]:
+        """The features at relu1_1 .. relu{depth}_1, from index ``first`` on: earlier ones are not kept (a
+        full-resolution relu1_1 held through the rest of the pass would raise its peak memory)."""
         feats = []
         h = x
-        for a, b in SLICES[: depth or self.depth]:
+        for k, (a, b) in enumerate(SLICES[: depth or self.depth]):
             for i in range(a, b):
                 h = self.vgg[i](h)
-            feats.append(h)
+            if k >= first:
+                feats.append(h)
         return feats
 
     def last(self, x: Tensor, depth: int | None = None) -> Tensor:
-        return self.forward(x, depth)[-1]
+        depth = depth or self.depth
+        return self.forward(x, depth, first=depth - 1)[0]
 
 
 # ------------------------------------------------------------------------------------ offline encoder
