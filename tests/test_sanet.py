@@ -33,12 +33,42 @@ def test_parity(case, parity_weights):
         assert_losses_close(losses, c)
 
 
-def test_chunked_attention_equals_full_softmax():
+@pytest.mark.parametrize("cpu_flash", [True, False])
+def test_chunked_attention_equals_full_softmax(cpu_flash, monkeypatch):
+    """On CPU outside autograd: one call of torch's CPU flash kernel; without it (or under autograd, below):
+    query chunks. Both equal the full softmax."""
+    from sanet_bench.nn import attention as att
+
+    flash_calls = []
+    flash = att._cpu_flash_attention
+
+    def spy(*a):
+        out = flash(*a) if cpu_flash else None
+        flash_calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(att, "_cpu_flash_attention", spy)
     g = torch.Generator().manual_seed(0)
     f, k, v = (torch.randn(2, 8, n, generator=g) for n in (37, 23, 23))
     full = torch.bmm(v, torch.softmax(torch.bmm(f.transpose(1, 2), k), dim=-1).transpose(1, 2))
     for chunk in (23, 50, 10**6):  # 1, 2 and all 37 queries per chunk
         torch.testing.assert_close(attention(f, k, v, chunk_elements=chunk), full, rtol=1e-5, atol=1e-6)
+    assert flash_calls == [cpu_flash] * 3  # the kernel took the inputs
+
+
+def test_attention_under_autograd_runs_in_chunks_with_the_full_softmax_gradient(monkeypatch):
+    from sanet_bench.nn import attention as att
+
+    monkeypatch.setattr(att, "_cpu_flash_attention", lambda *a: pytest.fail("flash kernel under autograd"))
+    g = torch.Generator().manual_seed(1)
+    f, k, v = (torch.randn(1, 8, n, generator=g, dtype=torch.float64).requires_grad_() for n in (37, 23, 23))
+    full = torch.bmm(v, torch.softmax(torch.bmm(f.transpose(1, 2), k), dim=-1).transpose(1, 2))
+    got = attention(f, k, v, chunk_elements=50)
+    torch.testing.assert_close(got, full)
+    upstream = torch.randn_like(full)
+    want = torch.autograd.grad(full, (f, k, v), upstream)
+    for a, b in zip(torch.autograd.grad(got, (f, k, v), upstream), want, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -101,10 +101,12 @@ def test_chunked_attention_does_not_change_stylize(official):
 
 
 def test_every_attention_is_chunked(rand_model, monkeypatch):
-    """No attention call sees more than chunk_elements (queries x keys x heads): the full [L x L] matrix of
-    nn.MultiheadAttention is never built, so peak memory grows linearly in pixels."""
+    """Where no linear-memory kernel runs (CUDA flash, CPU flash: tests/test_sanet.py), no attention call sees
+    more than chunk_elements (queries x keys x heads): the full [L x L] matrix of nn.MultiheadAttention is
+    never built, so peak memory grows linearly in pixels."""
     import sanet_bench.nn.attention as attn
 
+    monkeypatch.setattr(attn, "_cpu_flash_attention", lambda *a: None)
     calls = []
     sdpa = attn.F.scaled_dot_product_attention
 
