@@ -13,6 +13,11 @@ The test needs at least 3 repeats in each run, and an exact U test of 3 vs 3 sam
 p < 0.05 (its smallest p-value is 1/C(6,3) = 0.05): use 4 or more repeats (``profile``'s default is 5).
 Cells with too few samples are reported as ``too-few-repeats`` and never fail the comparison.
 
+Peak memory is shown beside the times (one measured call per run, so no test; on CPU an RSS delta in a fresh
+process, which varies by 10-30 % between processes): the two peaks and their ratio, marked ``*`` where the
+runs recorded different ``peak_mem_convention`` strings (d4d24c6's CPU measure, for one, returned no freed
+heap to the kernel first and so reads lower), which the note then names.
+
 A cell that ran in BASE but failed in NEW (``oom``/``error``/``skipped-after-oom``) is a regression too.
 Runs from different hardware (GPU name on CUDA, CPU model on CPU) are refused unless ``cross_device``.
 A run may hold several devices (a Ray profile): cells are then matched per device identity too (and named
@@ -82,6 +87,14 @@ class CellComparison:
     p_value: float | None = None
     n_base: int = 0
     n_new: int = 0
+    base_peak_bytes: int | None = None
+    new_peak_bytes: int | None = None
+    peak_ratio: float | None = None
+    peak_conventions: tuple[str | None, str | None] = (None, None)  # (base, new)
+
+    @property
+    def same_peak_convention(self) -> bool:
+        return self.peak_conventions[0] == self.peak_conventions[1]
 
     @property
     def name(self) -> str:
@@ -124,6 +137,10 @@ def _compare_cell(key, b: dict | None, n: dict | None, threshold: float, alpha: 
     if b["status"] != "ok" or n["status"] != "ok":
         c.verdict = "new-failure" if b["status"] == "ok" else ("fixed" if n["status"] == "ok" else "failed")
         return c
+    c.base_peak_bytes, c.new_peak_bytes = b.get("peak_mem_bytes"), n.get("peak_mem_bytes")
+    if c.base_peak_bytes and c.new_peak_bytes is not None:
+        c.peak_ratio = c.new_peak_bytes / c.base_peak_bytes
+        c.peak_conventions = (b.get("peak_mem_convention"), n.get("peak_mem_convention"))
     bs, ns = list(b.get("samples_s") or []), list(n.get("samples_s") or [])
     c.n_base, c.n_new = len(bs), len(ns)
     if c.base_median_s and c.new_median_s is not None:
@@ -171,11 +188,18 @@ def _fmt_s(x: float | None) -> str:
     return "-" if x is None else f"{x * 1000:.2f} ms" if x < 1 else f"{x:.3f} s"
 
 
+def _fmt_mib(x: int | None) -> str:
+    return "-" if x is None else f"{x / 2**20:.0f} MiB"
+
+
 def format_table(comp: Comparison) -> str:
-    """An aligned text table: cell, both medians, ratio, p-value, verdict."""
-    header = ("cell", "base median", "new median", "ratio", "p (U, 1-sided)", "n", "verdict")
+    """An aligned text table: cell, both medians, ratio, p-value, both peaks and their ratio, verdict."""
+    header = ("cell", "base median", "new median", "ratio", "p (U, 1-sided)", "n", "base peak", "new peak",
+              "peak ratio", "verdict")
     rows: list[tuple[str, ...]] = [header]
     for c in comp.cells:
+        mark = "" if c.same_peak_convention else "*"
+        peak_ratio = "-" if c.peak_ratio is None else f"{c.peak_ratio:.2f}{mark}"
         rows.append((
             c.name,
             _fmt_s(c.base_median_s) if c.base_status == "ok" else (c.base_status or "-"),
@@ -183,6 +207,9 @@ def format_table(comp: Comparison) -> str:
             "-" if c.ratio is None else f"{c.ratio:.3f}",
             "-" if c.p_value is None else f"{c.p_value:.3g}",
             f"{c.n_base}/{c.n_new}" if c.n_base or c.n_new else "-",
+            _fmt_mib(c.base_peak_bytes) if c.peak_ratio is not None else "-",
+            _fmt_mib(c.new_peak_bytes) if c.peak_ratio is not None else "-",
+            peak_ratio,
             c.verdict,
         ))
     table = text_table(header, rows[1:], left=(0, len(header) - 1))
@@ -190,4 +217,10 @@ def format_table(comp: Comparison) -> str:
             f"repeat samples, needs >= {MIN_REPEATS} repeats per run; 3 vs 3 cannot reach p < 0.05)")
     if comp.base_devices != comp.new_devices:
         note += f"; CROSS-DEVICE: base {', '.join(comp.base_devices)} vs new {', '.join(comp.new_devices)}"
-    return "\n".join([table, "", note])
+    lines = [table, "", note, "peak: one measured call per run, shown, not tested (module doc of "
+             "sanet_bench.compare)"]
+    differing = sorted({c.peak_conventions for c in comp.cells if c.peak_ratio is not None
+                        and not c.same_peak_convention}, key=str)
+    for base_conv, new_conv in differing:
+        lines.append(f"* peak measured differently: base '{base_conv}'; new '{new_conv}'")
+    return "\n".join(lines)

@@ -174,3 +174,29 @@ def test_runs_with_several_devices_compare_per_device(tmp_path):
     verdicts = {c.name: c.verdict for c in compare_runs(base, single, cross_device=True).cells}
     assert verdicts == {"sanet 64px cuda fp32 on GPU Test GPU A": "regression",
                         "sanet 64px cuda fp32 on GPU Test GPU B": "only-base"}
+
+
+def test_peak_memory_is_shown_with_its_ratio_and_convention_mismatch_marked(tmp_path):
+    mib = 2**20
+    conv = {"peak_mem_convention": "cpu peak RSS delta, trim"}
+    base = write_run(tmp_path / "a", [
+        record(peak_mem_bytes=200 * mib, **conv),
+        record("adain", peak_mem_bytes=100 * mib, peak_mem_convention="cpu peak RSS delta, no trim"),
+        record("wct", peak_mem_bytes=None),
+    ])
+    new = write_run(tmp_path / "b", [
+        record(peak_mem_bytes=150 * mib, **conv), record("adain", peak_mem_bytes=120 * mib, **conv),
+        record("wct", peak_mem_bytes=50 * mib),
+    ])
+    comp = compare_runs(base, new)
+    cells = {c.key[0]: c for c in comp.cells}
+    assert cells["sanet"].peak_ratio == pytest.approx(0.75) and cells["sanet"].same_peak_convention
+    assert cells["adain"].peak_ratio == pytest.approx(1.2) and not cells["adain"].same_peak_convention
+    assert cells["wct"].peak_ratio is None  # not measured in base: no ratio
+    text = format_table(comp)
+    rows = {line.split()[0]: line for line in text.splitlines()[2:5]}
+    assert "200 MiB" in rows["sanet"] and "150 MiB" in rows["sanet"] and "0.75 " in rows["sanet"]
+    assert "1.20*" in rows["adain"] and "0.75*" not in rows["sanet"]
+    note = "* peak measured differently: base 'cpu peak RSS delta, no trim'; new 'cpu peak RSS delta, trim'"
+    assert note in text
+    assert run_cli(base, new).exit_code == 0  # memory is shown, not tested
