@@ -78,7 +78,9 @@ class ReflectOrReplicatePad2d(nn.ReflectionPad2d):
         return F.pad(x, self.padding, mode="replicate")
 
 
-PRODUCT_BYTES = 4 << 20  # float64 columns per product of the whitening-colouring matrix with the map
+# The whitening-colouring matrix times the content map, in place, in bands of columns: 4 MiB of float64 each
+# at least, and at most 64 of them (on a GPU at 4096 px, 2048 small products would cost more than they save).
+PRODUCT_BYTES, MAX_PRODUCT_BANDS = 4 << 20, 64
 
 
 def _centred_cov(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -112,7 +114,8 @@ def wct(content: Tensor, style: Tensor, threshold: float = EIG_THRESHOLD) -> Ten
     whiten = (v_c * d_c.unsqueeze(1)) @ v_c.transpose(1, 2)
     colour = (v_s * d_s.unsqueeze(1)) @ v_s.transpose(1, 2)
     transform = colour @ whiten
-    for band in xc.split(max(1, PRODUCT_BYTES // (8 * c)), dim=2):
+    cols = max(PRODUCT_BYTES // (8 * n * c), -(-xc.shape[-1] // MAX_PRODUCT_BANDS), 1)
+    for band in xc.split(cols, dim=2):
         band.copy_(transform @ band)
     return xc.add_(mean_s).to(content.dtype).view(n, c, h, w)
 

@@ -78,11 +78,15 @@ def _features(g, n, c, h, w, lo, hi):
 
 
 @pytest.mark.parametrize("shape", [(16, 8, 9), (32, 3, 5)], ids=["full-rank", "rank-deficient"])
-def test_batched_eigh_wct_equals_literal_reference(shape):
+@pytest.mark.parametrize("layout", ["one-band", "bands+channels_last"])
+def test_batched_eigh_wct_equals_literal_reference(shape, layout, monkeypatch):
     g = torch.Generator().manual_seed(7)
     c, h, w = shape
     cf = _features(g, 2, c, h, w, -9, 1)
     sf = _features(g, 2, c, h + 3, w, -8, 0)
+    if layout != "one-band":  # 5 columns per product (the last band shorter), maps in channels_last
+        monkeypatch.setattr(wct_mod, "PRODUCT_BYTES", 8 * 2 * c * 5)
+        cf, sf = (x.contiguous(memory_format=torch.channels_last) for x in (cf, sf))
     out = wct(cf, sf)
     assert out.dtype == torch.float32 and out.shape == cf.shape
     for i in range(2):
