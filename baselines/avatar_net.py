@@ -54,6 +54,7 @@ from sanet_bench.demo import DemoJob
 from sanet_bench.errors import WeightsError
 from sanet_bench.io import atomic_write_bytes
 from sanet_bench.method import Method
+from sanet_bench.nn.resample import upsample2_reflect_pad1
 from sanet_bench.registry import DemoRecipe, MethodSpec, Source, Unit, WeightFile, register_method
 
 NPZ = "avatar_net.npz"
@@ -243,9 +244,8 @@ class Decoder(nn.Module):
         for name, _, _, up in DECODER:
             if name in FUSED:
                 x = adain_fuse(x, style_feats[name])
-            if up:
-                x = F.interpolate(x, scale_factor=2, mode="nearest")
-            x = F.relu(getattr(self, name)(F.pad(x, (1, 1, 1, 1), mode="reflect")))
+            x = upsample2_reflect_pad1(x) if up else F.pad(x, (1, 1, 1, 1), mode="reflect")
+            x = F.relu(getattr(self, name)(x))
         return self.output(F.pad(x, (3, 3, 3, 3), mode="reflect")) + 127.5
 
 

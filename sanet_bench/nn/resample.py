@@ -1,8 +1,9 @@
 """A decoder's nearest x2 upsampling and the reflection padding of the convolution after it, in one map.
 
-The AdaIN/SANet and WCT decoders (and the reference decoders they transliterate) upsample a map and then pad
-the upsampled map by 1 px for the next 3x3 convolution: two full-size maps, of which the first lives only to
-be padded. At a decoder's last stage (64 channels at the output's size) that first map is a call's largest
+The AdaIN/SANet, WCT and Avatar-Net decoders (and the reference decoders they transliterate) upsample a map
+and pad the upsampled map by 1 px for the next 3x3 convolution: two full-size maps, of which the first lives
+only to be padded (``prepare`` fuses such pairs of an ``nn.Sequential``; Avatar-Net's decoder calls the
+function). At a decoder's last stage (64 channels at the output's size) that first map is a call's largest
 transient: 64 MiB at 512 px. :func:`upsample2_reflect_pad1` writes the padded map directly (the nearest
 upsampling as a broadcast copy into its interior, then the 1 px border copied from the rows and columns the
 reflection names): the same values, bitwise, in one allocation, in the input's memory format.
@@ -16,7 +17,10 @@ from torch import Tensor, nn
 
 def upsample2_reflect_pad1(x: Tensor) -> Tensor:
     """``F.pad(F.interpolate(x, scale_factor=2, mode="nearest"), (1, 1, 1, 1), mode="reflect")`` for a 4-d
-    ``x`` of at least 1x1, as one new map (module doc)."""
+    ``x`` of at least 1x1, as one new map (module doc); those two ops where autograd records the call."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        x = nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+        return nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
     n, c, h, w = x.shape
     channels_last = x.is_contiguous(memory_format=torch.channels_last)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -33,13 +37,10 @@ def upsample2_reflect_pad1(x: Tensor) -> Tensor:
 
 
 class UpsampleReflectPad(nn.Module):
-    """An ``nn.Upsample(scale_factor=2, mode="nearest")`` followed by ``nn.ReflectionPad2d(1)``, in one map
-    (plain torch ops where autograd records the call)."""
+    """An ``nn.Upsample(scale_factor=2, mode="nearest")`` followed by ``nn.ReflectionPad2d(1)``:
+    :func:`upsample2_reflect_pad1`."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
-            x = nn.functional.interpolate(x, scale_factor=2, mode="nearest")
-            return nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
         return upsample2_reflect_pad1(x)
 
 
