@@ -56,7 +56,7 @@ def chunked_attention(
 
 def _cpu_flash_attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor | None:
     """One call of torch's CPU flash kernel (4-d inputs, unit stride in the last dim); None where it does not
-    take these inputs (it needs one head dim for q, k and v: AdaAttN's values are twice as wide)."""
+    take these inputs (it needs one head dim for q, k and v, not values wider than the keys)."""
     if not q.shape[-1] == k.shape[-1] == v.shape[-1]:
         return None
     three = q.dim() == 3

@@ -1,10 +1,10 @@
 """A decoder's nearest x2 upsampling and the reflection padding of the convolution after it, in one map.
 
-The AdaIN/SANet, WCT and Avatar-Net decoders (and the reference decoders they transliterate) upsample a map
-and pad the upsampled map by 1 px for the next 3x3 convolution: two full-size maps, of which the first lives
-only to be padded (``prepare`` fuses such pairs of an ``nn.Sequential``; Avatar-Net's decoder calls the
-function). At a decoder's last stage (64 channels at the output's size) that first map is a call's largest
-transient: 64 MiB at 512 px. :func:`upsample2_reflect_pad1` writes the padded map directly (the nearest
+VGG-style decoders (and the reference decoders they transliterate) upsample a map and pad the upsampled map
+by 1 px for the next 3x3 convolution: two full-size maps, of which the first lives only to be padded
+(``prepare`` fuses such pairs of an ``nn.Sequential``; a decoder written as a loop calls the function). At
+a decoder's last stage (64 channels at the output's size) that first map is a call's largest transient:
+64 MiB at 512 px. :func:`upsample2_reflect_pad1` writes the padded map directly (the nearest
 upsampling as a broadcast copy into its interior, then the 1 px border copied from the rows and columns the
 reflection names): the same values, bitwise, in one allocation, in the input's memory format.
 """
