@@ -570,6 +570,7 @@ def profile_cmd(config_path, out, **fields):
     epilog="\b\nExamples:\n  sanet-bench compare runs/profile-base runs/profile-new\n"
     "  sanet-bench compare base/ new/ --threshold 10%\n"
     "  sanet-bench compare cpu-run/ gpu-run/ --cross-device\n"
+    "  sanet-bench compare b1/ n1/ --base-run b2/ --new-run n2/   # pool two passes each\n"
     "\b\nExit status: 0 no regression; 1 a cell is slower than the threshold and significant\n"
     "(one-sided Mann-Whitney U on the repeat samples, p < 0.05; needs >= 3 repeats per run, and\n"
     "3 vs 3 cannot reach p < 0.05: profile with --repeats 4 or more) or newly fails; 2 user error.",
@@ -579,12 +580,19 @@ def profile_cmd(config_path, out, **fields):
 @click.option("--threshold", default="5%", show_default=True, help="Slow-down that counts: 5% or 0.05.")
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="Significance level (U test).")
 @click.option("--cross-device", is_flag=True, help="Compare runs from different GPU/CPU models anyway.")
+@click.option("--base-run", "base_runs", multiple=True, type=click.Path(path_type=Path),
+              help="Another run of the base, pooled with BASE (repeatable).")
+@click.option("--new-run", "new_runs", multiple=True, type=click.Path(path_type=Path),
+              help="Another run of the new code, pooled with NEW (repeatable).")
 @user_errors
-def compare_cmd(base, new, threshold, alpha, cross_device):
-    """Compare two profile runs cell by cell; exit 1 on a significant slow-down."""
+def compare_cmd(base, new, threshold, alpha, cross_device, base_runs, new_runs):
+    """Compare two profile runs cell by cell; exit 1 on a significant slow-down.
+
+    Runs given with --base-run/--new-run are pooled with BASE/NEW: all their repeat samples together."""
     from sanet_bench.compare import compare_runs, format_table, parse_threshold
 
-    comp = compare_runs(base, new, parse_threshold(threshold), alpha=alpha, cross_device=cross_device)
+    comp = compare_runs([base, *base_runs], [new, *new_runs], parse_threshold(threshold), alpha=alpha,
+                        cross_device=cross_device)
     click.echo(format_table(comp))
     if comp.regressions:
         names = "; ".join(f"{c.name} ({c.verdict})" for c in comp.regressions)

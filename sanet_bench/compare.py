@@ -18,6 +18,13 @@ process, which varies by 10-30 % between processes): the two peaks and their rat
 runs recorded different ``peak_mem_convention`` strings (d4d24c6's CPU measure, for one, returned no freed
 heap to the kernel first and so reads lower), which the note then names.
 
+Several runs of one side (passes of the same code, e.g. interleaved with the other side's on a noisy
+machine) can be pooled: per cell, all their repeat samples together (the median and the U test over them)
+and the median of their peaks. A cell that failed in any pooled run counts as failed on that side. The U
+test then treats samples from different runs as independent, so a difference between runs (on a shared
+2-core machine up to 90 % in a cell) reads as significant: pooling shows where a change stands over several
+passes; a regression it flags is still to be confirmed by passes interleaved with the base.
+
 A cell that ran in BASE but failed in NEW (``oom``/``error``/``skipped-after-oom``) is a regression too.
 Runs from different hardware (GPU name on CUDA, CPU model on CPU) are refused unless ``cross_device``.
 A run may hold several devices (a Ray profile): cells are then matched per device identity too (and named
@@ -28,9 +35,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from scipy.stats import mannwhitneyu
 
 from .errors import ConfigError
@@ -112,6 +122,8 @@ class Comparison:
     alpha: float
     base_devices: list[str] = field(default_factory=list)
     new_devices: list[str] = field(default_factory=list)
+    base_runs: int = 1  # how many runs each side pools
+    new_runs: int = 1
 
     @property
     def regressions(self) -> list[CellComparison]:
@@ -164,24 +176,62 @@ def _devices(records: list[dict[str, Any]]) -> list[str]:
     return sorted({device_identity(r.get("env") or {}) for r in records})
 
 
+def _pool(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record for a cell measured in several runs: the first failure if any run failed, else the
+    repeat samples of all runs, their median, the median of the runs' peaks (None if a run has none) and
+    the peak conventions (joined with " | " where they differ)."""
+    if len(records) == 1:
+        return records[0]
+    failed = [r for r in records if r["status"] != "ok"]
+    if failed:
+        return failed[0]
+    samples = [x for r in records for x in r.get("samples_s") or []]
+    peaks = [r.get("peak_mem_bytes") for r in records]
+    conventions = sorted({str(r.get("peak_mem_convention")) for r in records})
+    return {
+        **records[0], "samples_s": samples, "median_s": float(np.median(samples)) if samples else None,
+        "peak_mem_bytes": None if None in peaks else int(np.median(peaks)),
+        "peak_mem_convention": " | ".join(conventions),
+    }
+
+
+def _runs(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
+    return [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+
+
 def compare_runs(
-    base: str | os.PathLike, new: str | os.PathLike, threshold: float = 0.05, alpha: float = 0.05,
-    cross_device: bool = False,
+    base: str | os.PathLike | Sequence[str | os.PathLike],
+    new: str | os.PathLike | Sequence[str | os.PathLike],
+    threshold: float = 0.05, alpha: float = 0.05, cross_device: bool = False,
 ) -> Comparison:
-    """Compare two profile folders (or run folders holding ``profile/``); see the module docstring."""
-    base_recs, new_recs = read_records(base), read_records(new)
-    bdev, ndev = _devices(base_recs), _devices(new_recs)
+    """Compare two profile folders (or run folders holding ``profile/``), or two lists of them, each list
+    pooled (see the module docstring)."""
+    base_runs, new_runs = _runs(base), _runs(new)
+    if not base_runs or not new_runs:
+        raise ConfigError("compare needs at least one base run and one new run")
+    base_recs = [read_records(p) for p in base_runs]
+    new_recs = [read_records(p) for p in new_runs]
+    bdev = _devices([r for recs in base_recs for r in recs])
+    ndev = _devices([r for recs in new_recs for r in recs])
     if bdev != ndev and not cross_device:
         raise ConfigError(
-            f"{base} ran on {', '.join(bdev)} but {new} ran on {', '.join(ndev)}; timings from different "
-            "hardware are not comparable — pass --cross-device to compare anyway"
+            f"{', '.join(map(str, base_runs))} ran on {', '.join(bdev)} but {', '.join(map(str, new_runs))} "
+            f"ran on {', '.join(ndev)}; "
+            "timings from different hardware are not comparable — pass --cross-device to compare anyway"
         )
     per_device = len(bdev) > 1 or len(ndev) > 1
-    bmap = {cell_key(r, per_device): r for r in base_recs}
-    nmap = {cell_key(r, per_device): r for r in new_recs}
+
+    def cells(runs: list[list[dict[str, Any]]]) -> dict[tuple, dict[str, Any]]:
+        grouped: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+        for recs in runs:
+            for r in recs:
+                grouped[cell_key(r, per_device)].append(r)
+        return {k: _pool(v) for k, v in grouped.items()}
+
+    bmap, nmap = cells(base_recs), cells(new_recs)
     keys = sorted(set(bmap) | set(nmap))
-    cells = [_compare_cell(k, bmap.get(k), nmap.get(k), threshold, alpha) for k in keys]
-    return Comparison(cells, threshold, alpha, bdev, ndev)
+    comp = [_compare_cell(k, bmap.get(k), nmap.get(k), threshold, alpha) for k in keys]
+    return Comparison(comp, threshold, alpha, bdev, ndev, len(base_runs), len(new_runs))
 
 
 def _fmt_s(x: float | None) -> str:
@@ -219,6 +269,9 @@ def format_table(comp: Comparison) -> str:
         note += f"; CROSS-DEVICE: base {', '.join(comp.base_devices)} vs new {', '.join(comp.new_devices)}"
     lines = [table, "", note, "peak: one measured call per run, shown, not tested (module doc of "
              "sanet_bench.compare)"]
+    if comp.base_runs > 1 or comp.new_runs > 1:
+        lines.append(f"pooled: {comp.base_runs} base run(s), {comp.new_runs} new run(s); median and U test "
+                     "over all their samples (runs taken as independent), peak = median of the runs' peaks")
     differing = sorted({c.peak_conventions for c in comp.cells if c.peak_ratio is not None
                         and not c.same_peak_convention}, key=str)
     for base_conv, new_conv in differing:

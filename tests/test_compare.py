@@ -200,3 +200,53 @@ def test_peak_memory_is_shown_with_its_ratio_and_convention_mismatch_marked(tmp_
     note = "* peak measured differently: base 'cpu peak RSS delta, no trim'; new 'cpu peak RSS delta, trim'"
     assert note in text
     assert run_cli(base, new).exit_code == 0  # memory is shown, not tested
+
+
+def test_runs_of_one_side_are_pooled(tmp_path):
+    mib = 2**20
+    trim, no_trim = {"peak_mem_convention": "trim"}, {"peak_mem_convention": "no trim"}
+    b1 = write_run(tmp_path / "b1", [record(samples=(0.10, 0.10, 0.10), peak_mem_bytes=90 * mib, **trim),
+                                     record("adain", peak_mem_bytes=10 * mib, **trim)])
+    b2 = write_run(tmp_path / "b2", [record(samples=(0.20, 0.20, 0.20), peak_mem_bytes=100 * mib, **trim),
+                                     record("adain", peak_mem_bytes=12 * mib, **no_trim)])
+    b3 = write_run(tmp_path / "b3", [record(samples=(0.30, 0.30, 0.30), peak_mem_bytes=110 * mib, **trim),
+                                     record("adain", peak_mem_bytes=14 * mib, **trim)])
+    n1 = write_run(tmp_path / "n1", [record(samples=(0.12, 0.12, 0.12), peak_mem_bytes=50 * mib, **trim),
+                                     record("adain", peak_mem_bytes=10 * mib, **trim)])
+    n2 = write_run(tmp_path / "n2", [record(samples=(0.13, 0.13, 0.13), peak_mem_bytes=70 * mib, **trim),
+                                     record("adain", status="oom")])
+    comp = compare_runs([b1, b2, b3], [n1, n2])
+    cells = {c.key[0]: c for c in comp.cells}
+    sanet = cells["sanet"]
+    assert (sanet.n_base, sanet.n_new) == (9, 6)
+    assert sanet.base_median_s == pytest.approx(0.20) and sanet.new_median_s == pytest.approx(0.125)
+    assert sanet.verdict == "faster"  # against b1 alone it is 1.2x slower
+    assert {c.key[0]: c for c in compare_runs(b1, n1).cells}["sanet"].ratio == pytest.approx(1.2)
+    assert (sanet.base_peak_bytes, sanet.new_peak_bytes) == (100 * mib, 60 * mib)
+    assert sanet.same_peak_convention
+    assert cells["adain"].verdict == "new-failure"  # failed in one of the pooled new runs
+    assert "pooled: 3 base run(s), 2 new run(s)" in format_table(comp)
+    assert "pooled" not in format_table(compare_runs(b1, n1))
+
+
+def test_pooled_peak_conventions_that_differ_are_marked(tmp_path):
+    mib = 2**20
+    b1 = write_run(tmp_path / "b1", [record(peak_mem_bytes=10 * mib, peak_mem_convention="trim")])
+    b2 = write_run(tmp_path / "b2", [record(peak_mem_bytes=12 * mib, peak_mem_convention="no trim")])
+    n1 = write_run(tmp_path / "n1", [record(peak_mem_bytes=9 * mib, peak_mem_convention="trim")])
+    [cell] = compare_runs([b1, b2], n1).cells
+    assert not cell.same_peak_convention and cell.peak_conventions[0] == "no trim | trim"
+    assert "0.82*" in format_table(compare_runs([b1, b2], n1))  # 9 / median(10, 12) = 9 / 11
+
+
+def test_cli_pools_base_run_and_new_run(tmp_path):
+    b1 = write_run(tmp_path / "b1", [record(samples=(0.10, 0.10, 0.10, 0.10))])
+    b2 = write_run(tmp_path / "b2", [record(samples=(0.30, 0.30, 0.30, 0.30))])
+    n1 = write_run(tmp_path / "n1", [record(samples=(0.15, 0.15, 0.15, 0.15))])
+    n2 = write_run(tmp_path / "n2", [record(samples=(0.16, 0.16, 0.16, 0.16))])
+    assert run_cli(b1, n1).exit_code == 1  # 1.5x slower than b1 alone
+    res = run_cli(b1, n1, "--base-run", b2, "--new-run", n2)
+    assert res.exit_code == 0, res.output
+    assert "pooled: 2 base run(s), 2 new run(s)" in res.output and "8/8" in res.output
+    bad = run_cli(b1, n1, "--base-run", tmp_path / "missing")
+    assert bad.exit_code == 2 and "missing" in bad.output
