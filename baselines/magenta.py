@@ -130,9 +130,12 @@ class Magenta(Method):
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.intra_op_num_threads = torch.get_num_threads()
-        # onnxruntime's idle intra-op threads spin by default, taking the cores the numpy/torch work between
-        # and after its runs needs: 170-180 ms per 256 px call spinning, 115-121 ms without (2 cores)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # onnxruntime's intra-op threads spin while they wait for work, which speeds its runs, but by default
+        # go on spinning after a run returns, taking the cores the Pillow/numpy work between runs needs. So
+        # they spin within a run and stop at its end: 0.85-0.96x the time per call of never spinning
+        # (2 cores, 256 and 512 px; docs/performance.md)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
         sessions = []
         for name in (PREDICT, TRANSFORM):
             try:
