@@ -21,9 +21,9 @@ heap to the kernel first and so reads lower), which the note then names.
 Several runs of one side (passes of the same code, e.g. interleaved with the other side's on a noisy
 machine) can be pooled: per cell, all their repeat samples together (the median and the U test over them)
 and the median of their peaks. A cell that failed in any pooled run counts as failed on that side. The U
-test then treats samples from different runs as independent, so a difference between runs (on a shared
-2-core machine up to 90 % in a cell) reads as significant: pooling shows where a change stands over several
-passes; a regression it flags is still to be confirmed by passes interleaved with the base.
+test then treats samples from different runs as independent, so a difference between runs (large on a
+shared machine) reads as significant: pooling shows where a change stands over several passes; a regression
+it flags is still to be confirmed by passes interleaved with the base.
 
 A cell that ran in BASE but failed in NEW (``oom``/``error``/``skipped-after-oom``) is a regression too.
 Runs from different hardware (GPU name on CUDA, CPU model on CPU) are refused unless ``cross_device``.
@@ -45,7 +45,7 @@ from scipy.stats import mannwhitneyu
 
 from .errors import ConfigError
 from .io import format_table as text_table
-from .profiling import device_identity, read_records
+from .profiling import device_identity, read_records, summarize
 
 MIN_REPEATS = 3
 
@@ -186,12 +186,13 @@ def _pool(records: list[dict[str, Any]]) -> dict[str, Any]:
     if failed:
         return failed[0]
     samples = [x for r in records for x in r.get("samples_s") or []]
+    median, iqr = summarize(samples)
     peaks = [r.get("peak_mem_bytes") for r in records]
-    conventions = sorted({str(r.get("peak_mem_convention")) for r in records})
+    conventions = {r.get("peak_mem_convention") for r in records}
+    convention = conventions.pop() if len(conventions) == 1 else " | ".join(sorted(map(str, conventions)))
     return {
-        **records[0], "samples_s": samples, "median_s": float(np.median(samples)) if samples else None,
-        "peak_mem_bytes": None if None in peaks else int(np.median(peaks)),
-        "peak_mem_convention": " | ".join(conventions),
+        **records[0], "samples_s": samples, "median_s": median, "iqr_s": iqr,
+        "peak_mem_bytes": None if None in peaks else int(np.median(peaks)), "peak_mem_convention": convention,
     }
 
 

@@ -237,6 +237,9 @@ def test_pooled_peak_conventions_that_differ_are_marked(tmp_path):
     [cell] = compare_runs([b1, b2], n1).cells
     assert not cell.same_peak_convention and cell.peak_conventions[0] == "no trim | trim"
     assert "0.82*" in format_table(compare_runs([b1, b2], n1))  # 9 / median(10, 12) = 9 / 11
+    unnamed = [write_run(tmp_path / f"u{i}", [record(peak_mem_bytes=10 * mib)]) for i in range(3)]
+    [cell] = compare_runs(unnamed[:2], unnamed[2]).cells  # runs that name no convention agree with each other
+    assert cell.same_peak_convention and "*" not in format_table(compare_runs(unnamed[:2], unnamed[2]))
 
 
 def test_cli_pools_base_run_and_new_run(tmp_path):
